@@ -1,0 +1,131 @@
+"""Training end to end, outside the notebooks: papermill, the command line, a killed and resumed process, torchrun
+with two CPU processes, and refused checkpoints."""
+import json, os, signal, subprocess, sys, time
+from pathlib import Path
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+# A small model and run; every test trains on a copy of the embedded data drawn into a temporary folder.
+TINY = dict(backbone="mobilenet_v3_small", output_stride=16, inner_channels=16, low_channels=8, crop_size=32,
+            base_size=32, batch_size=4, num_workers=0, val_batch_size=50, tau=0.5)
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    from imas_lab.toydata import make_toy_dataset
+    return make_toy_dataset(tmp_path_factory.mktemp("data") / "toy", n_train=64, n_val=20, size=32)
+
+
+def cli(*args, **kw):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "imas_lab.train", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=600, **kw)
+
+
+def tiny_args(toy_root, run_dir, **extra):
+    settings = {**TINY, **extra}
+    return ["--data_root", str(toy_root), "--split", "16", "--run_dir", str(run_dir), "--device", "cpu",
+            *[a for k, v in settings.items() for a in ("--set", f"{k}={v}")]]
+
+
+def teacher_of(run_dir):
+    return torch.load(Path(run_dir) / "checkpoints" / "last.pt", weights_only=True)["teacher"]
+
+
+def test_papermill_notebook(tmp_path, toy_root):
+    "The experiment notebook runs headless with papermill parameters and a YAML file of further settings."
+    pm = pytest.importorskip("papermill")
+    cfg = tmp_path / "tiny.yaml"; cfg.write_text(yaml.safe_dump(TINY))
+    out = tmp_path / "out.ipynb"
+    pm.execute_notebook(str(ROOT / "nbs" / "train.ipynb"), str(out), cwd=str(ROOT), kernel_name="python3",
+                        parameters=dict(data_root=str(toy_root), split="1/4", method="imas", max_iters=4, eval_every=2,
+                                        device="cpu", seed=1, run_dir=str(tmp_path / "run"), config=str(cfg)))
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert (summary["iters"], summary["method"], summary["seed"], summary["split"]) == (4, "imas", 1, "1/4")
+    assert pd.read_csv(tmp_path / "run" / "metrics.csv")["iter"].tolist() == [2, 4]
+    for name in ("curves.png", "hardness.png", "config.yaml", "checkpoints/best.pt"): assert (tmp_path / "run" / name).exists()
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["inner_channels"] == 16
+    assert "per_class_iou" in out.read_text()
+
+
+def test_killed_run_resumes_exactly(tmp_path, toy_root):
+    "A process killed after a checkpoint and resumed ends with the weights and logs of an uninterrupted run."
+    common = dict(method="fixmatch")
+    full = cli(*tiny_args(toy_root, tmp_path / "full", **common), "--max_iters", "24", "--eval_every", "8",
+               "--checkpoint_every", "4")
+    assert full.returncode == 0, full.stderr
+    args = [*tiny_args(toy_root, tmp_path / "cut", **common), "--max_iters", "24", "--eval_every", "8", "--checkpoint_every", "4"]
+    proc = subprocess.Popen([sys.executable, "-m", "imas_lab.train", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    last = tmp_path / "cut" / "checkpoints" / "last.pt"
+    deadline = time.time() + 300
+    while not last.exists() and proc.poll() is None and time.time() < deadline: time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    cut_at = torch.load(last, weights_only=True)["iter"]
+    assert cut_at < 24, "the run finished before it could be killed"
+    rerun = cli(*args)
+    assert rerun.returncode != 0 and "resume=True" in rerun.stderr  # a fresh start refuses the killed run's dir
+    resumed = cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = teacher_of(tmp_path / "full"), teacher_of(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    drop = lambda p: pd.read_csv(p).drop(columns="seconds")
+    pd.testing.assert_frame_equal(drop(tmp_path / "full" / "metrics.csv"), drop(tmp_path / "cut" / "metrics.csv"))
+    assert json.loads((tmp_path / "cut" / "summary.json").read_text())["final_miou"] == \
+           json.loads((tmp_path / "full" / "summary.json").read_text())["final_miou"]
+
+
+def test_torchrun_two_cpu_processes(tmp_path, toy_root):
+    "torchrun with 2 CPU processes (gloo): one run dir, world_size 2, hardness of both processes' instances."
+    run = tmp_path / "ddp"
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        "-m", "imas_lab.train", *tiny_args(toy_root, run), "--max_iters", "4", "--eval_every", "2"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["world_size"], summary["iters"]) == (2, 4)
+    h = pd.read_csv(run / "hardness.csv")
+    assert len(h) == 4 * TINY["batch_size"] * 2            # every step, both processes' instances
+    per_iter = h.groupby("iter")["idx"].nunique()
+    assert (per_iter == 2 * TINY["batch_size"]).all()       # the processes saw different instances
+    assert p.stdout.count("best_miou") == 1                 # rank 0 alone reports
+
+
+def test_refuses_other_settings_and_bad_files(tmp_path, toy_root):
+    "Resuming with other settings or from an unreadable checkpoint fails with a message; nothing written is lost."
+    run = tmp_path / "run"
+    assert cli(*tiny_args(toy_root, run), "--max_iters", "2", "--eval_every", "2").returncode == 0
+    before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    other = cli(*tiny_args(toy_root, run, tau=0.7), "--max_iters", "2", "--eval_every", "2", "--resume")
+    assert other.returncode != 0 and "tau: checkpoint 0.5, this run 0.7" in other.stderr
+    more_classes = tmp_path / "folder"
+    (run / "checkpoints" / "last.pt").rename(tmp_path / "saved.pt")
+    (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
+    bad = cli(*tiny_args(toy_root, run), "--max_iters", "2", "--eval_every", "2", "--resume")
+    assert bad.returncode != 0 and "cannot read checkpoint" in bad.stderr and "last.pt" in bad.stderr
+    (tmp_path / "saved.pt").rename(run / "checkpoints" / "last.pt")
+    after = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before
+
+
+def test_checkpoint_with_other_class_count(tmp_path, toy_root):
+    "A checkpoint of a model with another number of classes is refused, naming both counts."
+    from imas_lab.config import resolve_config
+    from imas_lab.train import Trainer
+    run = tmp_path / "run"
+    assert cli(*tiny_args(toy_root, run), "--max_iters", "2", "--eval_every", "2").returncode == 0
+    ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True); ck["num_classes"] = 21
+    torch.save(ck, run / "checkpoints" / "last.pt")
+    cfg = resolve_config("toy", data_root=str(toy_root), split="16", run_dir=str(run), device="cpu", max_iters=2,
+                         eval_every=2, resume=True, **TINY)
+    with pytest.raises(ValueError, match="num_classes: checkpoint 21, this run 5"): Trainer(cfg)
+
+
+def test_cli_rejects_unknown_values(tmp_path):
+    p = cli("--method", "meanteacher", "--run_dir", str(tmp_path / "r"))
+    assert p.returncode != 0 and "meanteacher" in p.stderr
+    p = cli("--set", "learning_rate=0.1", "--run_dir", str(tmp_path / "r"))
+    assert p.returncode != 0 and "learning_rate" in p.stderr

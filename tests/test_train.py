@@ -101,7 +101,6 @@ def test_refuses_other_settings_and_bad_files(tmp_path, toy_root):
     before = {p.name: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     other = cli(*tiny_args(toy_root, run, tau=0.7), "--max_iters", "2", "--eval_every", "2", "--resume")
     assert other.returncode != 0 and "tau: checkpoint 0.5, this run 0.7" in other.stderr
-    more_classes = tmp_path / "folder"
     (run / "checkpoints" / "last.pt").rename(tmp_path / "saved.pt")
     (run / "checkpoints" / "last.pt").write_bytes(b"not a checkpoint")
     bad = cli(*tiny_args(toy_root, run), "--max_iters", "2", "--eval_every", "2", "--resume")

@@ -69,11 +69,16 @@ def step_flops(t: Trainer, batches) -> int:
 def _sync(device):
     if device.type == "cuda": torch.cuda.synchronize(device)
 
-def _time_steps(t: Trainer, batches, steps: int) -> float:
-    _sync(t.device); start = time.perf_counter()
-    for _ in range(steps): t.train_iter(batches); t.it += 1
-    t.sums.sum().item(); _sync(t.device)
+def _timed(fn, device, steps: int, warmup: int = 1) -> float:
+    "Seconds per call of `fn` over `steps` calls after `warmup` calls, the device synchronised around the timing."
+    for _ in range(warmup): fn()
+    _sync(device); start = time.perf_counter()
+    for _ in range(steps): fn()
+    _sync(device)
     return (time.perf_counter() - start) / steps
+
+def _train_step(t: Trainer, batches):
+    t.train_iter(batches); t.it += 1
 
 def bench_step(methods=("fixmatch", "imas"), steps: int = 10, warmup: int = 3, rounds: int = 3, preset: str = "toy",
                **settings) -> dict:
@@ -88,7 +93,7 @@ def bench_step(methods=("fixmatch", "imas"), steps: int = 10, warmup: int = 3, r
             use_method(t, m); batches = iter(lambda: (bx, bu if m != "supervised" else None), None)
             if r == 0: flops[m] = step_flops(t, batches)
             if t.device.type == "cuda": torch.cuda.reset_peak_memory_stats(t.device)
-            sec = _time_steps(t, batches, warmup if r == 0 else steps)
+            sec = _timed(lambda: _train_step(t, batches), t.device, warmup if r == 0 else steps, warmup=0)
             if r: times[m].append(sec)
             if t.device.type == "cuda": peak[m] = torch.cuda.max_memory_allocated(t.device) / 2**30
     result = {m: sorted(v)[len(v) // 2] for m, v in times.items()}
@@ -106,12 +111,6 @@ def bench_step(methods=("fixmatch", "imas"), steps: int = 10, warmup: int = 3, r
     return result
 
 # %% ../nbs/12_bench.ipynb #7aa538d6
-def _timed(fn, device, steps: int) -> float:
-    fn(); _sync(device); start = time.perf_counter()
-    for _ in range(steps): fn()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
-
 @torch.no_grad()
 def bench_parts(t: Trainer, batch_u: dict, steps: int = 10) -> dict:
     "Seconds of iMAS's hardness and of its augmentation on `batch_u`, each timed alone."

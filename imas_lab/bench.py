@@ -4,8 +4,11 @@
 
 # %% ../nbs/12_bench.ipynb #eb500bae
 from __future__ import annotations
-import argparse, dataclasses, json, platform, time
+import argparse, dataclasses, json, os, platform, tempfile, time
+from pathlib import Path
+import numpy as np
 import pandas as pd
+from PIL import Image
 from functools import partial
 from types import SimpleNamespace
 import torch
@@ -14,8 +17,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .core import IGNORE_INDEX
 from .config import DEFAULT_LAMBDA_U, METHODS, resolve_config
-from .data import VOC_CLASSES, CITYSCAPES_CLASSES, normalize
-from .toydata import TOY_CLASSES
+from .data import VOC_CLASSES, CITYSCAPES_CLASSES, normalize, read_image, voc_dataset
+from .splits import make_split
+from .loaders import build_loaders
+from .toydata import TOY_CLASSES, draw_toy_sample
 from .compare import frame_markdown
 from .train import Trainer, init_distributed, view_kwargs
 from .step import VIEW_BUILDERS, predict_eval
@@ -24,7 +29,7 @@ from .augment import strong_augment, adaptive_mix, hardness_cutmix
 
 # %% auto #0
 __all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'step_flops',
-           'bench_step', 'bench_parts', 'bench_matrix', 'main']
+           'bench_step', 'bench_parts', 'bench_matrix', 'jpeg_dataset', 'bench_loader', 'main']
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
 def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
@@ -150,7 +155,44 @@ def bench_matrix(rows: dict = GPU_MATRIX, preset: str = "voc", steps: int = 10, 
                               voc_1_16_hours=VOC_1_16_PAIRS / r[f"{m}_pairs_per_s"] / 3600))
     return pd.DataFrame(table)
 
-# %% ../nbs/12_bench.ipynb #598fc244
+# %% ../nbs/12_bench.ipynb #d6dca48d
+def jpeg_dataset(root, n: int = 64, size=(375, 500), noise: float = 12.0, quality: int = 95, seed: int = 0) -> Path:
+    "A VOC-layout folder of `n` train and 2 val JPEGs of `size` (H, W) with their masks, for timing the loaders."
+    root, rng = Path(root), np.random.default_rng(seed)
+    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"): (root / d).mkdir(parents=True, exist_ok=True)
+    ids = [f"img_{i:05d}" for i in range(n + 2)]
+    for i in ids:
+        img, mask = draw_toy_sample(rng, max(size))
+        img = img[:size[0], :size[1]].astype(np.float32) + rng.normal(0, noise, (*size, 3))
+        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "JPEGImages" / f"{i}.jpg", quality=quality)
+        Image.fromarray(mask[:size[0], :size[1]]).save(root / "SegmentationClass" / f"{i}.png")
+    (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:n]) + "\n")
+    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids[n:]) + "\n")
+    return root
+
+# %% ../nbs/12_bench.ipynb #87a838b9
+def bench_loader(root, preset: str = "voc", batches: int = 20, batch_size: int | None = None,
+                 num_workers: int | None = None, **settings) -> dict:
+    "Labeled + unlabeled pairs per second the training loaders of `preset` deliver from the VOC-layout folder `root`."
+    cfg = resolve_config(preset, **{k: v for k, v in dict(batch_size=batch_size, num_workers=num_workers).items()
+                                    if v is not None}, **settings)
+    data = voc_dataset(root, class_names=TOY_CLASSES, name="bench_jpeg")
+    split = make_split(data, max(1, len(data.train) // 2), cfg.seed)
+    dl = build_loaders(data, split, cfg.batch_size, cfg.crop_size, cfg.base_size, cfg.scale_range, cfg.seed,
+                       num_workers=cfg.num_workers, check=False)
+    if dl.iters_per_epoch < 2:
+        raise ValueError(f"{root} holds {len(data.train)} train images: too few for a first and a timed batch of "
+                         f"{cfg.batch_size} labeled + {cfg.batch_size} unlabeled images (half of them are labeled)")
+    n = min(batches, dl.iters_per_epoch - 1)
+    lab, unl = iter(dl.labeled), iter(dl.unlabeled); next(lab); next(unl)
+    start = time.perf_counter()
+    for _ in range(n): next(lab); next(unl)
+    sec = time.perf_counter() - start
+    kb = np.mean([os.path.getsize(r.image) for r in data.train]) / 1e3
+    return dict(pairs_per_s=n * cfg.batch_size / sec, batches=n, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
+                workers_per_loader=cfg.num_workers, mean_jpeg_kb=round(kb, 1), cpus=os.cpu_count())
+
+# %% ../nbs/12_bench.ipynb #b6982c72
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m imas_lab.bench", description=__doc__)
     sub = p.add_subparsers(dest="what", required=True)
@@ -165,8 +207,13 @@ def main(argv=None):
     t.add_argument("--rows", help="comma-separated names of GPU_MATRIX rows (default: all)")
     t.add_argument("--csv", help="also write the table to this CSV file")
     t.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    ld = sub.add_parser("loader", help="pairs/s the training loaders deliver from generated VOC-sized JPEGs")
+    ld.add_argument("--root", help="a VOC-layout folder (default: generate --images JPEGs in a temporary folder)")
+    ld.add_argument("--images", type=int, default=256); ld.add_argument("--preset", default="voc")
+    ld.add_argument("--batches", type=int, default=20); ld.add_argument("--num_workers", "--num-workers", type=int)
     a = p.parse_args(argv)
     if a.what == "matrix": return _matrix_command(a)
+    if a.what == "loader": return _loader_command(a)
     from imas_lab.train import _setting
     settings = dict(map(_setting, a.settings))
     r = bench_step(tuple(a.methods.split(",")), a.steps, a.warmup, a.rounds, a.preset, device=a.device,
@@ -182,6 +229,12 @@ def _matrix_command(a):
     table = bench_matrix(rows, a.preset, a.steps, **dict(map(_setting, a.settings)))
     if a.csv: table.to_csv(a.csv, index=False)
     print(frame_markdown(table))
+
+# %% ../nbs/12_bench.ipynb #0939b8a0
+def _loader_command(a):
+    with tempfile.TemporaryDirectory() as tmp:
+        root = a.root or jpeg_dataset(Path(tmp) / "jpeg", a.images)
+        print(json.dumps(bench_loader(root, a.preset, a.batches, num_workers=a.num_workers)))
 
 # %% ../nbs/12_bench.ipynb #6fe353fd
 #| eval: false

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import yaml
 
+from .model import UNET_WIDTHS
+
 # %% auto #0
 __all__ = ['PRESETS', 'METHODS', 'DEFAULT_LAMBDA_U', 'Config', 'load_yaml', 'resolve_config', 'default_run_name', 'save_config',
            'config_from_dict', 'config_diff']
@@ -34,6 +36,7 @@ class Config:
     pretrained: str | None = None   # path to an ImageNet checkpoint of the backbone
     inner_channels: int = 256       # ASPP and decoder width
     low_channels: int = 48          # width of the projected low-level features
+    unet_widths: tuple = UNET_WIDTHS  # channels per level of backbone="unet"
     # method
     method: str = "imas"            # supervised | fixmatch | imas
     tau: float = 0.95               # confidence threshold of pseudo-labels and hardness
@@ -70,7 +73,8 @@ class Config:
     run_dir: str | None = None
     resume: bool = False
 
-    def __post_init__(self): self.scale_range = tuple(self.scale_range)  # YAML gives a list
+    def __post_init__(self):  # YAML gives lists
+        self.scale_range, self.unet_widths = tuple(self.scale_range), tuple(self.unet_widths)
 
 # %% ../nbs/07_config.ipynb #12ceef25
 PRESETS = {

@@ -160,6 +160,8 @@ class UNet(nn.Module):
         super().__init__()
         if not (isinstance(num_classes, int) and num_classes >= 2):
             raise ValueError(f"num_classes={num_classes!r}: expected an int >= 2")
+        if not (widths and all(isinstance(w, int) and w >= 1 for w in widths)):
+            raise ValueError(f"widths={widths!r}: expected one positive int channel count per level")
         self.backbone_name, self.aux_head = "unet", None
         ins = (3, *widths[:-1])
         self.backbone = nn.ModuleList(_double_conv(i, o) for i, o in zip(ins, widths))
@@ -179,15 +181,15 @@ class UNet(nn.Module):
 def build_model(num_classes: int, backbone: str = "resnet50", output_stride: int = 16,
                 multi_grid: bool | tuple[int, ...] = False, deep_stem: bool = False, aux: bool = False,
                 pretrained: bool | str | os.PathLike | None = None, inner_channels: int = 256,
-                low_channels: int = 48) -> nn.Module:
-    "DeepLabv3+ on `backbone`, or the small `UNet` when `backbone='unet'`."
+                low_channels: int = 48, unet_widths: tuple[int, ...] = UNET_WIDTHS) -> nn.Module:
+    "DeepLabv3+ on `backbone`, or the small `UNet` (of `unet_widths`) when `backbone='unet'`."
     if backbone != "unet":
         return DeepLabV3Plus(num_classes, backbone, output_stride, multi_grid, deep_stem, aux, pretrained,
                              inner_channels, low_channels)
     extra = dict(multi_grid=multi_grid, deep_stem=deep_stem, aux=aux, pretrained=pretrained)
     if any(v not in (None, False, ()) for v in extra.values()):
         raise ValueError(f"backbone='unet' has no {', '.join(f'{k}={v!r}' for k, v in extra.items() if v)}")
-    return UNet(num_classes)
+    return UNet(num_classes, tuple(unet_widths))
 
 # %% ../nbs/06_model.ipynb #8e00974e
 class BackboneLoad(NamedTuple):

@@ -77,7 +77,7 @@ def gather_objects(obj) -> list:
 def build_model(cfg: Config, num_classes: int) -> nn.Module:
     "The model of `cfg` for `num_classes` classes (DeepLabv3+, or the small UNet for `backbone='unet'`)."
     return models.build_model(num_classes, cfg.backbone, cfg.output_stride, cfg.multi_grid, cfg.deep_stem, cfg.aux,
-                              cfg.pretrained, cfg.inner_channels, cfg.low_channels)
+                              cfg.pretrained, cfg.inner_channels, cfg.low_channels, cfg.unet_widths)
 
 RESUME_FREE = ("run_dir", "resume", "device", "num_workers", "eval_every", "checkpoint_every", "data_root", "compile")
 

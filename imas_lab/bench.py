@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import torch
 
 from torch.utils.flop_counter import FlopCounterMode
+from torch.profiler import ProfilerActivity, profile, record_function
 
 from .core import IGNORE_INDEX
 from .config import DEFAULT_LAMBDA_U, METHODS, resolve_config
@@ -23,13 +24,13 @@ from .loaders import build_loaders
 from .toydata import TOY_CLASSES, draw_toy_sample
 from .compare import frame_markdown
 from .train import Trainer, init_distributed, view_kwargs
-from .step import VIEW_BUILDERS, predict_eval
+from .step import PROFILE_SCOPES, VIEW_BUILDERS, predict_eval
 from .hardness import hardness_parts, pseudo_labels
 from .augment import strong_augment, adaptive_mix, hardness_cutmix
 
 # %% auto #0
 __all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'step_flops',
-           'bench_step', 'bench_parts', 'bench_matrix', 'jpeg_dataset', 'bench_loader', 'main']
+           'bench_step', 'bench_parts', 'bench_matrix', 'profile_step', 'jpeg_dataset', 'bench_loader', 'main']
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
 def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
@@ -155,6 +156,24 @@ def bench_matrix(rows: dict = GPU_MATRIX, preset: str = "voc", steps: int = 10, 
                               voc_1_16_hours=VOC_1_16_PAIRS / r[f"{m}_pairs_per_s"] / 3600))
     return pd.DataFrame(table)
 
+# %% ../nbs/12_bench.ipynb #f0558f92
+def profile_step(t: Trainer, method: str = "imas", steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
+    "Profile `steps` steps of `method` on trainer `t`: (operator table, {scope: share of the profiled time})."
+    bx, bu = random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes)
+    use_method(t, method); batches = iter(lambda: (bx, bu if method != "supervised" else None), None)
+    _train_step(t, batches); cuda = t.device.type == "cuda"
+    acts = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
+    with profile(activities=acts) as prof:
+        with record_function("imas_lab.steps"):
+            for _ in range(steps): _train_step(t, batches)
+            _sync(t.device)
+    events = {e.key: e for e in prof.key_averages()}
+    total = lambda e: e.device_time_total if cuda else e.cpu_time_total
+    shares = {name: total(events[scope]) / total(events["imas_lab.steps"])
+              for name, scope in PROFILE_SCOPES.items() if scope in events}
+    return prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total",
+                                     row_limit=row_limit), shares
+
 # %% ../nbs/12_bench.ipynb #d6dca48d
 def jpeg_dataset(root, n: int = 64, size=(375, 500), noise: float = 12.0, quality: int = 95, seed: int = 0) -> Path:
     "A VOC-layout folder of `n` train and 2 val JPEGs of `size` (H, W) with their masks, for timing the loaders."
@@ -211,9 +230,14 @@ def main(argv=None):
     ld.add_argument("--root", help="a VOC-layout folder (default: generate --images JPEGs in a temporary folder)")
     ld.add_argument("--images", type=int, default=256); ld.add_argument("--preset", default="voc")
     ld.add_argument("--batches", type=int, default=20); ld.add_argument("--num_workers", "--num-workers", type=int)
+    pr = sub.add_parser("profile", help="torch.profiler table of a few steps, and the shares of hardness and augmentation")
+    pr.add_argument("--method", default="imas"); pr.add_argument("--preset", default="toy")
+    pr.add_argument("--steps", type=int, default=3); pr.add_argument("--device", default="auto")
+    pr.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
     a = p.parse_args(argv)
     if a.what == "matrix": return _matrix_command(a)
     if a.what == "loader": return _loader_command(a)
+    if a.what == "profile": return _profile_command(a)
     from imas_lab.train import _setting
     settings = dict(map(_setting, a.settings))
     r = bench_step(tuple(a.methods.split(",")), a.steps, a.warmup, a.rounds, a.preset, device=a.device,
@@ -229,6 +253,13 @@ def _matrix_command(a):
     table = bench_matrix(rows, a.preset, a.steps, **dict(map(_setting, a.settings)))
     if a.csv: table.to_csv(a.csv, index=False)
     print(frame_markdown(table))
+
+# %% ../nbs/12_bench.ipynb #3cc7b8f1
+def _profile_command(a):
+    from imas_lab.train import _setting
+    table, shares = profile_step(bench_trainer(a.preset, device=a.device, **dict(map(_setting, a.settings))),
+                                 a.method, a.steps)
+    print(table); print(json.dumps({f"{k}_share": v for k, v in shares.items()}))
 
 # %% ../nbs/12_bench.ipynb #0939b8a0
 def _loader_command(a):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 from typing import NamedTuple
 import torch
+from torch.profiler import record_function
 
 from .hardness import hardness_parts, pseudo_labels, HardnessParts
 from .augment import strong_augment, adaptive_mix, hardness_cutmix, random_cutmix
@@ -13,8 +14,8 @@ from .losses import pseudo_label_loss
 from .data import normalize
 
 # %% auto #0
-__all__ = ['VIEW_BUILDERS', 'Views', 'predict_eval', 'fixmatch_views', 'imas_views', 'forward_split', 'unlabeled_loss',
-           'student_views']
+__all__ = ['PROFILE_SCOPES', 'VIEW_BUILDERS', 'Views', 'predict_eval', 'fixmatch_views', 'imas_views', 'forward_split',
+           'unlabeled_loss', 'student_views']
 
 # %% ../nbs/10_step.ipynb #a943c8c0
 class Views(NamedTuple):
@@ -35,13 +36,16 @@ def predict_eval(model: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
     model.train(was_training)
     return out
 
-# %% ../nbs/10_step.ipynb #76dc0162
+# %% ../nbs/10_step.ipynb #14c8b6a2
+PROFILE_SCOPES = {"hardness": "imas_lab.hardness", "augment": "imas_lab.augment"}
+
 def fixmatch_views(teacher, student, img_u_w01, pad_u, generator, cutmix_p: float = 0.5) -> Views:
     "Steps 1, 3-6 of a FixMatch-style method: pseudo-labels, strong view, plain CutMix."
     img_u_w = normalize(img_u_w01)
     mask_u, conf_u = pseudo_labels(predict_eval(teacher, img_u_w))
-    img_u_s = normalize(strong_augment(img_u_w01, generator=generator)[0])
-    mix = random_cutmix(img_u_w, mask_u, conf_u, p=cutmix_p, generator=generator, extra=pad_u)
+    with record_function(PROFILE_SCOPES["augment"]):
+        img_u_s = normalize(strong_augment(img_u_w01, generator=generator)[0])
+        mix = random_cutmix(img_u_w, mask_u, conf_u, p=cutmix_p, generator=generator, extra=pad_u)
     one = torch.ones((), device=img_u_w.device)
     return Views([img_u_s, mix.img], [mask_u, mix.mask_u], [conf_u, mix.conf_u], [pad_u, mix.extra[0]],
                  [one, mix.fired.float()], None, None)
@@ -51,10 +55,11 @@ def imas_views(teacher, student, img_u_w01, pad_u, generator, tau: float = 0.95,
     "Steps 1-6 of iMAS: hardness, pseudo-labels, adaptive strong view, hardness CutMix."
     img_u_w = normalize(img_u_w01)
     logits_t, logits_s = predict_eval(teacher, img_u_w), predict_eval(student, img_u_w)
-    hard = hardness_parts(logits_s, logits_t, tau, ignore_background)
+    with record_function(PROFILE_SCOPES["hardness"]): hard = hardness_parts(logits_s, logits_t, tau, ignore_background)
     mask_u, conf_u = pseudo_labels(logits_t)
-    img_u_s = adaptive_mix(normalize(strong_augment(img_u_w01, generator=generator)[0]), img_u_w, hard.easiness)
-    mix = hardness_cutmix(img_u_w, mask_u, conf_u, hard.gamma, generator=generator, extra=pad_u)
+    with record_function(PROFILE_SCOPES["augment"]):
+        img_u_s = adaptive_mix(normalize(strong_augment(img_u_w01, generator=generator)[0]), img_u_w, hard.easiness)
+        mix = hardness_cutmix(img_u_w, mask_u, conf_u, hard.gamma, generator=generator, extra=pad_u)
     one = torch.ones((), device=img_u_w.device)
     return Views([img_u_s, mix.img], [mask_u, mix.mask_u], [conf_u, mix.conf_u], [pad_u, mix.extra[0]],
                  [one, mix.fired.float()], hard.easiness, hard)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_bench.ipynb #eb500bae
 from __future__ import annotations
-import argparse, dataclasses, json, os, platform, tempfile, time
+import argparse, dataclasses, itertools, json, os, platform, tempfile, time
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -199,17 +199,21 @@ def bench_loader(root, preset: str = "voc", batches: int = 20, batch_size: int |
     split = make_split(data, max(1, len(data.train) // 2), cfg.seed)
     dl = build_loaders(data, split, cfg.batch_size, cfg.crop_size, cfg.base_size, cfg.scale_range, cfg.seed,
                        num_workers=cfg.num_workers, check=False)
-    if dl.iters_per_epoch < 2:
-        raise ValueError(f"{root} holds {len(data.train)} train images: too few for a first and a timed batch of "
-                         f"{cfg.batch_size} labeled + {cfg.batch_size} unlabeled images (half of them are labeled)")
-    n = min(batches, dl.iters_per_epoch - 1)
-    lab, unl = iter(dl.labeled), iter(dl.unlabeled); next(lab); next(unl)
+    pairs, warmup = _epochs(dl), 2 * cfg.num_workers + 1  # the batches the workers prefetch do not count
+    for _ in range(warmup): next(pairs)
     start = time.perf_counter()
-    for _ in range(n): next(lab); next(unl)
+    for _ in range(batches): next(pairs)
     sec = time.perf_counter() - start
     kb = np.mean([os.path.getsize(r.image) for r in data.train]) / 1e3
-    return dict(pairs_per_s=n * cfg.batch_size / sec, batches=n, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
-                workers_per_loader=cfg.num_workers, mean_jpeg_kb=round(kb, 1), cpus=os.cpu_count())
+    return dict(pairs_per_s=batches * cfg.batch_size / sec, batches=batches, batch_size=cfg.batch_size,
+                crop_size=cfg.crop_size, workers_per_loader=cfg.num_workers, mean_jpeg_kb=round(kb, 1),
+                cpus=os.cpu_count())
+
+def _epochs(dl):
+    "Labeled and unlabeled batches of `dl`, epoch after epoch."
+    for epoch in itertools.count():
+        dl.set_epoch(epoch)
+        yield from zip(dl.labeled, dl.unlabeled)
 
 # %% ../nbs/12_bench.ipynb #b6982c72
 def main(argv=None):
@@ -229,7 +233,7 @@ def main(argv=None):
     ld = sub.add_parser("loader", help="pairs/s the training loaders deliver from generated VOC-sized JPEGs")
     ld.add_argument("--root", help="a VOC-layout folder (default: generate --images JPEGs in a temporary folder)")
     ld.add_argument("--images", type=int, default=256); ld.add_argument("--preset", default="voc")
-    ld.add_argument("--batches", type=int, default=20); ld.add_argument("--num_workers", "--num-workers", type=int)
+    ld.add_argument("--batches", type=int, default=40); ld.add_argument("--num_workers", "--num-workers", type=int)
     pr = sub.add_parser("profile", help="torch.profiler table of a few steps, and the shares of hardness and augmentation")
     pr.add_argument("--method", default="imas"); pr.add_argument("--preset", default="toy")
     pr.add_argument("--steps", type=int, default=3); pr.add_argument("--device", default="auto")

@@ -195,7 +195,7 @@ def bench_loader(root, preset: str = "voc", batches: int = 20, batch_size: int |
     "Labeled + unlabeled pairs per second the training loaders of `preset` deliver from the VOC-layout folder `root`."
     cfg = resolve_config(preset, **{k: v for k, v in dict(batch_size=batch_size, num_workers=num_workers).items()
                                     if v is not None}, **settings)
-    data = voc_dataset(root, class_names=TOY_CLASSES, name="bench_jpeg")
+    data = voc_dataset(root, name="bench_jpeg")  # the generated folder or a real VOC one; its own split files unused
     split = make_split(data, max(1, len(data.train) // 2), cfg.seed)
     dl = build_loaders(data, split, cfg.batch_size, cfg.crop_size, cfg.base_size, cfg.scale_range, cfg.seed,
                        num_workers=cfg.num_workers, check=False)

@@ -29,8 +29,9 @@ from .hardness import hardness_parts, pseudo_labels
 from .augment import strong_augment, adaptive_mix, hardness_cutmix
 
 # %% auto #0
-__all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'step_flops',
-           'bench_step', 'bench_parts', 'bench_matrix', 'profile_step', 'jpeg_dataset', 'bench_loader', 'main']
+__all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'repeat_batches',
+           'step_flops', 'bench_step', 'bench_parts', 'bench_matrix', 'profile_step', 'jpeg_dataset', 'bench_loader',
+           'main']
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
 def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
@@ -64,6 +65,10 @@ def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0) 
     idx = torch.arange(batch_size)
     return dict(img=img(), mask=mask, idx=idx), dict(img=img(), pad=torch.zeros(batch_size, size, size, dtype=torch.bool), idx=idx)
 
+def repeat_batches(method: str, batch_x: dict, batch_u: dict):
+    "The pair `(batch_x, batch_u)` forever, as `Trainer.train_iter` takes batches; no `batch_u` for `supervised`."
+    return itertools.repeat((batch_x, None if method == "supervised" else batch_u))
+
 # %% ../nbs/12_bench.ipynb #2f005714
 def step_flops(t: Trainer, batches) -> int:
     "FLOPs of one training step of trainer `t` on the next item of `batches` (the step is taken)."
@@ -96,7 +101,7 @@ def bench_step(methods=("fixmatch", "imas"), steps: int = 10, warmup: int = 3, r
     times, peak, flops = {m: [] for m in methods}, {}, {}
     for r in range(rounds + 1):
         for m in methods:
-            use_method(t, m); batches = iter(lambda: (bx, bu if m != "supervised" else None), None)
+            use_method(t, m); batches = repeat_batches(m, bx, bu)
             if r == 0: flops[m] = step_flops(t, batches)
             if t.device.type == "cuda": torch.cuda.reset_peak_memory_stats(t.device)
             sec = _timed(lambda: _train_step(t, batches), t.device, warmup if r == 0 else steps, warmup=0)
@@ -160,7 +165,7 @@ def bench_matrix(rows: dict = GPU_MATRIX, preset: str = "voc", steps: int = 10, 
 def profile_step(t: Trainer, method: str = "imas", steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
     "Profile `steps` steps of `method` on trainer `t`: (operator table, {scope: share of the profiled time})."
     bx, bu = random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes)
-    use_method(t, method); batches = iter(lambda: (bx, bu if method != "supervised" else None), None)
+    use_method(t, method); batches = repeat_batches(method, bx, bu)
     _train_step(t, batches); cuda = t.device.type == "cuda"
     acts = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
     with profile(activities=acts) as prof:
@@ -190,7 +195,7 @@ def jpeg_dataset(root, n: int = 64, size=(375, 500), noise: float = 12.0, qualit
     return root
 
 # %% ../nbs/12_bench.ipynb #87a838b9
-def bench_loader(root, preset: str = "voc", batches: int = 20, batch_size: int | None = None,
+def bench_loader(root, preset: str = "voc", batches: int = 40, batch_size: int | None = None,
                  num_workers: int | None = None, **settings) -> dict:
     "Labeled + unlabeled pairs per second the training loaders of `preset` deliver from the VOC-layout folder `root`."
     cfg = resolve_config(preset, **{k: v for k, v in dict(batch_size=batch_size, num_workers=num_workers).items()

@@ -71,9 +71,14 @@ def _hue(x, shift):
     h = (h + _per_instance(shift, h)).remainder(1.0)
     return _hsv_to_rgb(torch.stack((h, s, v), -3))
 
-# %% ../nbs/04_augment.ipynb #a4bc26fb
+# %% ../nbs/04_augment.ipynb #f8c3008d
+def _autocontrast(x, m):
+    lo, hi = x.amin((-2, -1), keepdim=True), x.amax((-2, -1), keepdim=True)
+    flat = hi == lo
+    return torch.where(flat, x, (x - lo) / torch.where(flat, 1, hi - lo)).clamp(0, 1)
+
+# %% ../nbs/04_augment.ipynb #5ec4288b
 def _identity(x, m): return x
-def _autocontrast(x, m): return TF.autocontrast(x)
 def _equalize(x, m): return TF.equalize(x)
 def _invert(x, m): return TF.invert(x)
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #c383bce1
 from __future__ import annotations
-import hashlib, json, os, time
+import functools, hashlib, json, os, time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,10 +64,13 @@ def read_mask(rec: Record) -> np.ndarray:
     return CITYSCAPES_LUT[arr] if rec.remap else arr
 
 # %% ../nbs/02_data.ipynb #906c7b53
-def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    return mean, std
+@functools.lru_cache(maxsize=None)
+def _stats_on(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    "ImageNet mean and std `[3, 1, 1]` on `device`, made once (a copy to a GPU per call would make the host wait)."
+    as_tensor = lambda v: torch.tensor(v, dtype=dtype).view(3, 1, 1).to(device)
+    return as_tensor(IMAGENET_MEAN), as_tensor(IMAGENET_STD)
+
+def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: return _stats_on(x.device, x.dtype)
 
 def normalize(img01: torch.Tensor) -> torch.Tensor:
     "ImageNet-normalise float images in [0, 1], shaped `[..., 3, H, W]`."

@@ -137,7 +137,7 @@ class DeepLabV3Plus(nn.Module):
         low = self.low_proj(feats["low"])
         y = F.interpolate(self.aspp(feats["out"]), size=low.shape[-2:], mode="bilinear", align_corners=False)
         y = self.classifier(self.decoder(torch.cat([y, low], dim=1)))
-        up = lambda t: F.interpolate(t, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        up = lambda t: F.interpolate(t.contiguous(), size=x.shape[-2:], mode="bilinear", align_corners=False)  # NCHW logits
         return {"out": up(y), "aux": up(self.aux_head(feats["aux"]))} if self.aux_head is not None else {"out": up(y)}
 
     def load_pretrained(self, pretrained: bool | str | os.PathLike) -> "BackboneLoad":

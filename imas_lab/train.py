@@ -164,6 +164,7 @@ def _setup_optimizer(self: Trainer):
     self.amp_dtype = amp_dtype(cfg.amp, dev); self.scaler = make_scaler(self.amp_dtype, dev)
     self.criterion = partial(ohem_ce_loss, thresh=cfg.ohem_thresh, min_kept=cfg.ohem_min_kept) if cfg.sup_loss == "ohem" else ce_loss
     self.build_views = partial(VIEW_BUILDERS[cfg.method], **view_kwargs(cfg)) if cfg.method in VIEW_BUILDERS else None
+    self.student_views = student_views  # which views the student trains on; the benchmark times an alternative
     self.generator = torch.Generator(dev).manual_seed(mix_seed(cfg.seed, self.dist.rank, 2))
 Trainer.setup_optimizer = _setup_optimizer
 
@@ -206,7 +207,7 @@ def _losses(self: Trainer, batch_x: dict, batch_u: dict | None) -> dict:
     img_u_w01, pad_u = self.images(batch_u), batch_u["pad"].to(self.device, non_blocking=True)
     with self.autocast():
         views = self.build_views(self.teacher, self.model, img_u_w01, pad_u, self.generator)
-        out_x, *outs_u = forward_split(self.student, [img_x, *student_views(views)])
+        out_x, *outs_u = forward_split(self.student, [img_x, *self.student_views(views)])
     loss_x = supervised_loss(out_x, mask_x, self.criterion, cfg.aux_weight)
     loss_u = unlabeled_loss(outs_u, views, cfg.tau)
     return dict(loss=loss_x + cfg.lambda_u * loss_u, loss_x=loss_x, loss_u=loss_u, views=views, idx_u=batch_u["idx"])
@@ -233,7 +234,7 @@ def _record(self: Trainer, out: dict):
     vals = [out["loss_x"].detach(), out["loss_u"].detach(), pl, hard.gamma.mean() if hard is not None else zero, zero + 1]
     self.sums += torch.stack(vals).double()
     if hard is not None:
-        cols = [out["idx_u"].to(self.device), hard.gamma, hard.rho_s, hard.rho_t]
+        cols = [out["idx_u"].to(self.device, non_blocking=True), hard.gamma, hard.rho_s, hard.rho_t]
         self.hardness_rows.append((self.it + 1, self.epoch, torch.stack([c.double() for c in cols], 1)))
 Trainer.record = _record
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_bench.ipynb #eb500bae
 from __future__ import annotations
-import argparse, dataclasses, itertools, json, os, platform, tempfile, time
+import argparse, dataclasses, gc, itertools, json, os, platform, tempfile, time, traceback, warnings
 from pathlib import Path
 import numpy as np
 import pandas as pd
@@ -24,14 +24,14 @@ from .loaders import build_loaders
 from .toydata import TOY_CLASSES, draw_toy_sample
 from .compare import frame_markdown
 from .train import Trainer, init_distributed, view_kwargs
-from .step import PROFILE_SCOPES, VIEW_BUILDERS, predict_eval
+from .step import PROFILE_SCOPES, VIEW_BUILDERS, predict_eval, student_views
 from .hardness import hardness_parts, pseudo_labels
 from .augment import strong_augment, adaptive_mix, hardness_cutmix
 
 # %% auto #0
 __all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'repeat_batches',
-           'step_flops', 'bench_step', 'bench_parts', 'bench_matrix', 'profile_step', 'jpeg_dataset', 'bench_loader',
-           'main']
+           'step_flops', 'bench_step', 'bench_parts', 'bench_matrix', 'profile_step', 'sync_sites', 'sync_cost',
+           'jpeg_dataset', 'bench_loader', 'matmul_tflops', 'report', 'main']
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
 def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
@@ -57,13 +57,15 @@ def use_method(t: Trainer, method: str):
     t.build_views = partial(always_cutmix(VIEW_BUILDERS[method]), **view_kwargs(t.cfg)) if method in VIEW_BUILDERS else None
 
 # %% ../nbs/12_bench.ipynb #e8fdb9fe
-def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0) -> tuple[dict, dict]:
-    "A labeled and an unlabeled batch of random images (uint8) and labels, as the loaders yield them."
+def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0, pin: bool = False) -> tuple[dict, dict]:
+    "A labeled and an unlabeled batch of random images (uint8) and labels, as the loaders yield them (pinned: `pin`)."
     g = torch.Generator().manual_seed(seed)
     img = lambda: torch.randint(0, 256, (batch_size, 3, size, size), generator=g, dtype=torch.uint8)
     mask = torch.randint(0, num_classes, (batch_size, size, size), generator=g); mask[:, :2] = IGNORE_INDEX
     idx = torch.arange(batch_size)
-    return dict(img=img(), mask=mask, idx=idx), dict(img=img(), pad=torch.zeros(batch_size, size, size, dtype=torch.bool), idx=idx)
+    bx, bu = dict(img=img(), mask=mask, idx=idx), dict(img=img(), pad=torch.zeros(batch_size, size, size, dtype=torch.bool), idx=idx)
+    if pin: bx, bu = ({k: v.pin_memory() for k, v in b.items()} for b in (bx, bu))
+    return bx, bu
 
 def repeat_batches(method: str, batch_x: dict, batch_u: dict):
     "The pair `(batch_x, batch_u)` forever, as `Trainer.train_iter` takes batches; no `batch_u` for `supervised`."
@@ -71,8 +73,11 @@ def repeat_batches(method: str, batch_x: dict, batch_u: dict):
 
 # %% ../nbs/12_bench.ipynb #2f005714
 def step_flops(t: Trainer, batches) -> int:
-    "FLOPs of one training step of trainer `t` on the next item of `batches` (the step is taken)."
-    with FlopCounterMode(display=False) as counter: t.train_iter(batches)
+    "FLOPs of one training step of trainer `t` on the next item of `batches` (the step is taken, uncompiled)."
+    student, t.student = t.student, getattr(t.student, "_orig_mod", t.student)  # the same operations, no recompile
+    try:
+        with FlopCounterMode(display=False) as counter: t.train_iter(batches)
+    finally: t.student = student
     t.it += 1
     return counter.get_total_flops()
 
@@ -97,7 +102,7 @@ def bench_step(methods=("fixmatch", "imas"), steps: int = 10, warmup: int = 3, r
     for m in methods:
         if m not in METHODS: raise ValueError(f"method {m!r} is not one of {METHODS}")
     t = bench_trainer(preset, **settings); cfg = t.cfg
-    bx, bu = random_batches(cfg.batch_size, cfg.crop_size, t.data.num_classes)
+    bx, bu = random_batches(cfg.batch_size, cfg.crop_size, t.data.num_classes, pin=t.device.type == "cuda")
     times, peak, flops = {m: [] for m in methods}, {}, {}
     for r in range(rounds + 1):
         for m in methods:
@@ -137,12 +142,12 @@ def bench_parts(t: Trainer, batch_u: dict, steps: int = 10) -> dict:
         return dict(hardness=_timed(hard, t.device, steps), augment=_timed(augment, t.device, steps))
 
 # %% ../nbs/12_bench.ipynb #2ede084f
-GPU_MATRIX = {
+GPU_MATRIX = {  # the trainer's CUDA defaults first, then one change at a time
+    "bf16 + channels_last": dict(amp="bf16", channels_last=True),
     "fp32": dict(amp="off", channels_last=False),
     "bf16": dict(amp="bf16", channels_last=False),
-    "bf16, channels_last": dict(amp="bf16", channels_last=True),
-    "bf16, channels_last, compile": dict(amp="bf16", channels_last=True, compile=True),
-    "bf16, channels_last, os 8": dict(amp="bf16", channels_last=True, output_stride=8),
+    "bf16 + channels_last + compile": dict(amp="bf16", channels_last=True, compile=True),
+    "bf16 + channels_last + os 8": dict(amp="bf16", channels_last=True, output_stride=8),
 }
 VOC_1_16_PAIRS = 80 * 9920  # pairs the VOC 1/16 protocol trains on: 80 epochs over the unlabeled images
 
@@ -151,7 +156,10 @@ def bench_matrix(rows: dict = GPU_MATRIX, preset: str = "voc", steps: int = 10, 
     "A row per named settings and method: pairs/s, s/step, peak GiB, GFLOP/step, TFLOP/s, projected VOC 1/16 hours."
     table = []
     for name, row in rows.items():
-        r = bench_step(methods, steps, warmup, rounds, preset, **{**settings, **row})
+        try: r = bench_step(methods, steps, warmup, rounds, preset, **{**settings, **row})
+        except torch.OutOfMemoryError:
+            table += [dict(settings=name, method=m, error="out of memory") for m in methods]; continue
+        finally: gc.collect(); torch.cuda.empty_cache()
         for m in methods:
             table.append(dict(device=r["device_name"], settings=name, method=m, batch=f"{r['batch_size']}+{r['batch_size']}",
                               crop=r["crop_size"], pairs_per_s=r[f"{m}_pairs_per_s"], s_per_step=r[m],
@@ -164,7 +172,7 @@ def bench_matrix(rows: dict = GPU_MATRIX, preset: str = "voc", steps: int = 10, 
 # %% ../nbs/12_bench.ipynb #f0558f92
 def profile_step(t: Trainer, method: str = "imas", steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
     "Profile `steps` steps of `method` on trainer `t`: (operator table, {scope: share of the profiled time})."
-    bx, bu = random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes)
+    bx, bu = random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes, pin=t.device.type == "cuda")
     use_method(t, method); batches = repeat_batches(method, bx, bu)
     _train_step(t, batches); cuda = t.device.type == "cuda"
     acts = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
@@ -178,6 +186,42 @@ def profile_step(t: Trainer, method: str = "imas", steps: int = 3, row_limit: in
               for name, scope in PROFILE_SCOPES.items() if scope in events}
     return prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total",
                                      row_limit=row_limit), shares
+
+# %% ../nbs/12_bench.ipynb #cfc30da4
+def _site(stack) -> str:
+    "The innermost frame of this package in `stack` (else the innermost frame), as `'file.py:line function'`."
+    ours = [f for f in stack if f"{os.sep}imas_lab{os.sep}" in f.filename]
+    f = (ours or stack)[-1]
+    return f"{Path(f.filename).name}:{f.lineno} {f.name}"
+
+def sync_sites(fn) -> list[str]:
+    "Where `fn()` synchronises the host with the GPU: one `'file.py:line function'` per synchronising call."
+    sites, cuda, inside = [], torch.cuda.is_available(), [False]
+    def record(message, *args, **kw):
+        if inside[0] and "synchroniz" in str(message): sites.append(_site(traceback.extract_stack()[:-1]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("always"); warnings.showwarning = record
+        if cuda: old = torch.cuda.get_sync_debug_mode(); torch.cuda.set_sync_debug_mode("warn")
+        try: inside[0] = True; fn()
+        finally:
+            inside[0] = False
+            if cuda: torch.cuda.set_sync_debug_mode(old)
+    return sites
+
+# %% ../nbs/12_bench.ipynb #b444df15
+def sync_cost(t: Trainer, steps: int = 10, rounds: int = 2) -> dict:
+    "Seconds per iMAS step with `student_views`'s host sync and without it (CutMix view always forwarded), alternately."
+    bx, bu = random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes, pin=t.device.type == "cuda")
+    use_method(t, "imas"); batches = repeat_batches("imas", bx, bu)
+    variants = {"imas": student_views, "imas_no_sync": lambda views: views.imgs}
+    times = {k: [] for k in variants}
+    for r in range(rounds + 1):
+        for k, choose in variants.items():
+            t.student_views = choose
+            sec = _timed(lambda: _train_step(t, batches), t.device, steps, warmup=0)
+            if r: times[k].append(sec)
+    t.student_views = student_views
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 # %% ../nbs/12_bench.ipynb #d6dca48d
 def jpeg_dataset(root, n: int = 64, size=(375, 500), noise: float = 12.0, quality: int = 95, seed: int = 0) -> Path:
@@ -220,7 +264,50 @@ def _epochs(dl):
         dl.set_epoch(epoch)
         yield from zip(dl.labeled, dl.unlabeled)
 
-# %% ../nbs/12_bench.ipynb #b6982c72
+# %% ../nbs/12_bench.ipynb #754a5fdc
+def matmul_tflops(device, n: int = 8192, reps: int = 10, dtype=torch.bfloat16) -> float:
+    "TFLOP/s of an `n` x `n` x `n` matrix product in `dtype` on `device` (random data, median-free mean of `reps`)."
+    device = torch.device(device)
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    return 2 * n**3 / _timed(lambda: a @ b, device, reps, warmup=2) / 1e12
+
+# %% ../nbs/12_bench.ipynb #128f7159
+def _write_matrix(out: Path, parts: list, ceiling: float | None):
+    table = pd.concat(parts, ignore_index=True)
+    if ceiling and "tflops" in table: table["share_of_matmul_peak"] = table["tflops"] / ceiling
+    table.to_csv(out / "matrix.csv", index=False); (out / "matrix.md").write_text(frame_markdown(table) + "\n")
+
+def report(out, preset: str = "voc", rows: dict = GPU_MATRIX, steps: int = 10, images: int = 256,
+           loader_batches: int = 40, **settings) -> Path:
+    "Measure the step matrix, host syncs, profile and loaders of `preset`; write them into folder `out`."
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    t = bench_trainer(preset, **{**settings, **next(iter(rows.values()))}); dev = t.device
+    env = dict(device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+               torch=torch.__version__, cuda=torch.version.cuda, cpus=os.cpu_count(), preset=preset, settings=settings,
+               matmul_bf16_tflops=matmul_tflops(dev) if dev.type == "cuda" else None)
+    (out / "env.json").write_text(json.dumps(env, indent=1, default=str))
+    use_method(t, "imas"); bx, bu = random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes, pin=dev.type == "cuda")
+    batches = repeat_batches("imas", bx, bu); _train_step(t, batches)
+    syncs = dict(sites=sync_sites(lambda: _train_step(t, batches)), seconds_per_step=sync_cost(t, steps))
+    (out / "syncs.json").write_text(json.dumps(syncs, indent=1))
+    table, shares = profile_step(t, "imas", 3, row_limit=30)
+    (out / "profile.txt").write_text(table + "\n" + json.dumps({f"{k}_share": v for k, v in shares.items()}) + "\n")
+    del t, batches; gc.collect(); torch.cuda.empty_cache()
+    parts = []
+    for name, row in rows.items():
+        try: parts.append(bench_matrix({name: row}, preset, steps, **settings))
+        except Exception as e:
+            traceback.print_exc(); parts.append(pd.DataFrame([dict(settings=name, error=f"{type(e).__name__}: {e}"[:300])]))
+        _write_matrix(out, parts, env["matmul_bf16_tflops"])
+        if len(parts) == 1: _report_loader(out, preset, images, loader_batches, **settings)
+    return out
+
+def _report_loader(out: Path, preset: str, images: int, batches: int, **settings):
+    with tempfile.TemporaryDirectory() as tmp:
+        r = bench_loader(jpeg_dataset(Path(tmp) / "jpeg", images), preset, batches, **settings)
+    (out / "loader.json").write_text(json.dumps(r, indent=1))
+
+# %% ../nbs/12_bench.ipynb #802e456b
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m imas_lab.bench", description=__doc__)
     sub = p.add_subparsers(dest="what", required=True)
@@ -243,7 +330,13 @@ def main(argv=None):
     pr.add_argument("--method", default="imas"); pr.add_argument("--preset", default="toy")
     pr.add_argument("--steps", type=int, default=3); pr.add_argument("--device", default="auto")
     pr.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    rp = sub.add_parser("report", help="the GPU report: matrix, host syncs, profile and loaders, written into --out")
+    rp.add_argument("--out", required=True); rp.add_argument("--preset", default="voc")
+    rp.add_argument("--rows", help="comma-separated names of GPU_MATRIX rows (default: all)")
+    rp.add_argument("--steps", type=int, default=10); rp.add_argument("--images", type=int, default=256)
+    rp.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
     a = p.parse_args(argv)
+    if a.what == "report": return _report_command(a)
     if a.what == "matrix": return _matrix_command(a)
     if a.what == "loader": return _loader_command(a)
     if a.what == "profile": return _profile_command(a)
@@ -255,13 +348,23 @@ def main(argv=None):
     print(json.dumps(r) if a.json else "\n".join(f"{k}: {v}" for k, v in r.items()))
     if not a.json and len(ms) == 2: print(f"{ms[1]} / {ms[0]}: {r[ms[1]] / r[ms[0]]:.3f}x")
 
-# %% ../nbs/12_bench.ipynb #b1381c87
+# %% ../nbs/12_bench.ipynb #4a529278
+def _rows(a) -> dict:
+    if not a.rows: return GPU_MATRIX
+    unknown = [k for k in a.rows.split(",") if k not in GPU_MATRIX]
+    if unknown: raise SystemExit(f"--rows: {unknown} not in GPU_MATRIX ({list(GPU_MATRIX)})")
+    return {k: GPU_MATRIX[k] for k in a.rows.split(",")}
+
 def _matrix_command(a):
     from imas_lab.train import _setting
-    rows = {k: GPU_MATRIX[k] for k in a.rows.split(",")} if a.rows else GPU_MATRIX
-    table = bench_matrix(rows, a.preset, a.steps, **dict(map(_setting, a.settings)))
+    table = bench_matrix(_rows(a), a.preset, a.steps, **dict(map(_setting, a.settings)))
     if a.csv: table.to_csv(a.csv, index=False)
     print(frame_markdown(table))
+
+def _report_command(a):
+    from imas_lab.train import _setting
+    out = report(a.out, a.preset, _rows(a), a.steps, a.images, **dict(map(_setting, a.settings)))
+    for name in ("env.json", "syncs.json", "loader.json", "matrix.md"): print((out / name).read_text())
 
 # %% ../nbs/12_bench.ipynb #3cc7b8f1
 def _profile_command(a):

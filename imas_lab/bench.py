@@ -266,7 +266,7 @@ def _epochs(dl):
 
 # %% ../nbs/12_bench.ipynb #754a5fdc
 def matmul_tflops(device, n: int = 8192, reps: int = 10, dtype=torch.bfloat16) -> float:
-    "TFLOP/s of an `n` x `n` x `n` matrix product in `dtype` on `device` (random data, median-free mean of `reps`)."
+    "TFLOP/s of an `n` x `n` x `n` matrix product in `dtype` on `device` (random data, mean of `reps` after 2 warm-ups)."
     device = torch.device(device)
     a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
     return 2 * n**3 / _timed(lambda: a @ b, device, reps, warmup=2) / 1e12

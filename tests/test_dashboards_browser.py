@@ -1,7 +1,7 @@
 """The dashboards in a real browser: nbs/dashboards.ipynb served by Voila on localhost, loaded in headless Chromium
 (Debian's package, driven by Playwright), its widgets rendered and live. Skipped where Chromium, Voila or Playwright
 is missing; CI installs all three. Set IMAS_LAB_SCREENSHOT=path.png to keep the screenshot."""
-import os, shutil, socket, subprocess, sys, time, urllib.request
+import os, shutil, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
 
@@ -18,13 +18,15 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0)); return s.getsockname()[1]
 
 
-def wait_http(url: str, proc, timeout: float = 120):
+def wait_listening(port: int, proc, timeout: float = 120):
+    "Wait until the server accepts connections (a GET of the page would start a kernel and run the notebook)."
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, "voila exited before serving"
-        try: return urllib.request.urlopen(url, timeout=5).status
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5): return
         except OSError: time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer in {timeout} s")
+    raise TimeoutError(f"voila did not listen on port {port} in {timeout} s")
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def voila(tmp_path, toy_root):
                              f"--port={port}", "--Voila.ip=127.0.0.1"], cwd=ROOT / "nbs", env=env,
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "voila.log", "w"))
     try:
-        wait_http(f"http://127.0.0.1:{port}/", proc)
+        wait_listening(port, proc)
         yield f"http://127.0.0.1:{port}/"
     finally:
         proc.terminate(); proc.wait(30)
@@ -51,8 +53,10 @@ def test_dashboards_render_in_chromium(voila, tmp_path):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS[1:],
                                      headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 3400})
-        page.goto(voila, timeout=300_000)
-        page.wait_for_selector("text=Augmentation explorer", timeout=300_000)   # the last widgets have rendered
+        page.goto(voila, timeout=120_000, wait_until="commit")  # Voila streams the cells' outputs as they run
+        try: page.wait_for_selector("text=Augmentation explorer", timeout=300_000)   # the last widgets have rendered
+        except sync_api.TimeoutError as e:
+            raise AssertionError(f"widgets not rendered; voila log:\n{(tmp_path / 'voila.log').read_text()[-3000:]}") from e
         page.wait_for_function("document.querySelectorAll('.jp-OutputArea-output img').length >= 5", timeout=60_000)
         body = page.inner_text("body")
         for title in ("Hardness", "Augmentation explorer", "Pseudo-labels", "kept", "re-roll"): assert title in body

@@ -196,9 +196,10 @@ def _site(stack) -> str:
 
 def sync_sites(fn) -> list[str]:
     "Where `fn()` synchronises the host with the GPU: one `'file.py:line function'` per synchronising call."
-    sites, cuda, inside = [], torch.cuda.is_available(), [False]
+    sites, cuda, inside, show = [], torch.cuda.is_available(), [False], warnings.showwarning
     def record(message, *args, **kw):
         if inside[0] and "synchroniz" in str(message): sites.append(_site(traceback.extract_stack()[:-1]))
+        else: show(message, *args, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("always"); warnings.showwarning = record
         if cuda: old = torch.cuda.get_sync_debug_mode(); torch.cuda.set_sync_debug_mode("warn")

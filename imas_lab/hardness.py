@@ -9,8 +9,8 @@ import torch
 from .core import BACKGROUND
 
 # %% auto #0
-__all__ = ['pseudo_labels', 'confusion_matrices', 'wiou_from_confusion', 'weighted_iou', 'HardnessParts', 'hardness_parts',
-           'instance_hardness']
+__all__ = ['pseudo_labels', 'confusion_matrices', 'wiou_from_confusion', 'weighted_iou', 'HardnessParts', 'hardness_from_labels',
+           'hardness_parts', 'instance_hardness']
 
 # %% ../nbs/03_hardness.ipynb #d06f742e
 def pseudo_labels(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,22 +57,26 @@ class HardnessParts(NamedTuple):
     wiou_st: torch.Tensor   # wIoU(a, b): student argmax against the teacher's as reference
     wiou_ts: torch.Tensor   # wIoU(b, a): teacher argmax against the student's as reference
 
-# %% ../nbs/03_hardness.ipynb #29af8d30
+# %% ../nbs/03_hardness.ipynb #a505847d
+def hardness_from_labels(a: torch.Tensor, conf_s: torch.Tensor, b: torch.Tensor, conf_t: torch.Tensor,
+                         num_classes: int, tau: float, ignore_background: bool = True) -> HardnessParts:
+    "Hardness and its parts from the student's (`a`, `conf_s`) and teacher's (`b`, `conf_t`) labels and confidences `[B,H,W]`."
+    if not 0 <= tau <= 1: raise ValueError(f"tau={tau} must be a probability threshold in [0, 1]")
+    rho_s, rho_t = (conf_s >= tau).float().mean((1, 2)), (conf_t >= tau).float().mean((1, 2))
+    cm = confusion_matrices(a, b, num_classes)                                  # [i, b, a]: teacher is the reference
+    wiou_st = wiou_from_confusion(cm, ignore_background)                        # wIoU(a, b)
+    wiou_ts = wiou_from_confusion(cm.transpose(1, 2), ignore_background)        # wIoU(b, a)
+    easiness = (rho_t * wiou_st + rho_s * wiou_ts) / 2
+    return HardnessParts(1 - easiness, easiness, rho_s, rho_t, wiou_st, wiou_ts)
+
 def hardness_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
                    ignore_background: bool = True) -> HardnessParts:
     "Hardness gamma `[B]` of each instance with its parts, from student and teacher logits `[B,C,H,W]` (METHOD.md 2)."
     if student_logits.dim() != 4 or student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits {tuple(teacher_logits.shape)} "
                          "must both be [B,C,H,W] of one shape")
-    if not 0 <= tau <= 1: raise ValueError(f"tau={tau} must be a probability threshold in [0, 1]")
-    a, conf_s = pseudo_labels(student_logits)
-    b, conf_t = pseudo_labels(teacher_logits)
-    rho_s, rho_t = (conf_s >= tau).float().mean((1, 2)), (conf_t >= tau).float().mean((1, 2))
-    cm = confusion_matrices(a, b, student_logits.shape[1])                      # [i, b, a]: teacher is the reference
-    wiou_st = wiou_from_confusion(cm, ignore_background)                        # wIoU(a, b)
-    wiou_ts = wiou_from_confusion(cm.transpose(1, 2), ignore_background)        # wIoU(b, a)
-    easiness = (rho_t * wiou_st + rho_s * wiou_ts) / 2
-    return HardnessParts(1 - easiness, easiness, rho_s, rho_t, wiou_st, wiou_ts)
+    return hardness_from_labels(*pseudo_labels(student_logits), *pseudo_labels(teacher_logits), student_logits.shape[1],
+                                tau, ignore_background)
 
 def instance_hardness(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
                       ignore_background: bool = True) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import NamedTuple
 import torch
 from torch.profiler import record_function
 
-from .hardness import hardness_parts, pseudo_labels, HardnessParts
+from .hardness import hardness_from_labels, pseudo_labels, HardnessParts
 from .augment import strong_augment, adaptive_mix, hardness_cutmix, random_cutmix
 from .losses import pseudo_label_loss
 from .data import normalize
@@ -55,8 +55,9 @@ def imas_views(teacher, student, img_u_w01, pad_u, generator, tau: float = 0.95,
     "Steps 1-6 of iMAS: hardness, pseudo-labels, adaptive strong view, hardness CutMix."
     img_u_w = normalize(img_u_w01)
     logits_t, logits_s = predict_eval(teacher, img_u_w), predict_eval(student, img_u_w)
-    with record_function(PROFILE_SCOPES["hardness"]): hard = hardness_parts(logits_s, logits_t, tau, ignore_background)
-    mask_u, conf_u = pseudo_labels(logits_t)
+    with record_function(PROFILE_SCOPES["hardness"]):
+        (a, conf_s), (mask_u, conf_u) = pseudo_labels(logits_s), pseudo_labels(logits_t)  # the teacher's: the targets too
+        hard = hardness_from_labels(a, conf_s, mask_u, conf_u, logits_t.shape[1], tau, ignore_background)
     with record_function(PROFILE_SCOPES["augment"]):
         img_u_s = adaptive_mix(normalize(strong_augment(img_u_w01, generator=generator)[0]), img_u_w, hard.easiness)
         mix = hardness_cutmix(img_u_w, mask_u, conf_u, hard.gamma, generator=generator, extra=pad_u)

@@ -29,9 +29,9 @@ from .hardness import hardness_parts, pseudo_labels
 from .augment import strong_augment, adaptive_mix, hardness_cutmix
 
 # %% auto #0
-__all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'repeat_batches',
-           'step_flops', 'bench_step', 'bench_parts', 'bench_matrix', 'profile_step', 'sync_sites', 'sync_cost',
-           'jpeg_dataset', 'bench_loader', 'matmul_tflops', 'report', 'main']
+__all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'trainer_batches',
+           'device_name', 'repeat_batches', 'step_flops', 'bench_step', 'bench_parts', 'bench_matrix', 'profile_step',
+           'sync_sites', 'sync_cost', 'jpeg_dataset', 'bench_loader', 'matmul_tflops', 'report', 'main']
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
 def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
@@ -66,6 +66,14 @@ def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0, 
     bx, bu = dict(img=img(), mask=mask, idx=idx), dict(img=img(), pad=torch.zeros(batch_size, size, size, dtype=torch.bool), idx=idx)
     if pin: bx, bu = ({k: v.pin_memory() for k, v in b.items()} for b in (bx, bu))
     return bx, bu
+
+def trainer_batches(t: Trainer) -> tuple[dict, dict]:
+    "`random_batches` of trainer `t`'s batch size, crop size and classes, pinned when it trains on a GPU."
+    return random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes, pin=t.device.type == "cuda")
+
+def device_name(device: torch.device) -> str:
+    "The GPU's name, or the CPU's."
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or device.type
 
 def repeat_batches(method: str, batch_x: dict, batch_u: dict):
     "The pair `(batch_x, batch_u)` forever, as `Trainer.train_iter` takes batches; no `batch_u` for `supervised`."
@@ -102,7 +110,7 @@ def bench_step(methods=("fixmatch", "imas"), steps: int = 10, warmup: int = 3, r
     for m in methods:
         if m not in METHODS: raise ValueError(f"method {m!r} is not one of {METHODS}")
     t = bench_trainer(preset, **settings); cfg = t.cfg
-    bx, bu = random_batches(cfg.batch_size, cfg.crop_size, t.data.num_classes, pin=t.device.type == "cuda")
+    bx, bu = trainer_batches(t)
     times, peak, flops = {m: [] for m in methods}, {}, {}
     for r in range(rounds + 1):
         for m in methods:
@@ -121,8 +129,7 @@ def bench_step(methods=("fixmatch", "imas"), steps: int = 10, warmup: int = 3, r
     if "imas" in methods:
         parts = bench_parts(t, bu, steps)
         result.update({f"imas_{k}_share": v * cfg.accumulate / result["imas"] for k, v in parts.items()})
-    name = torch.cuda.get_device_name(t.device) if t.device.type == "cuda" else platform.processor() or t.device.type
-    result.update(device=str(t.device), device_name=name, preset=preset, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
+    result.update(device=str(t.device), device_name=device_name(t.device), preset=preset, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
                   backbone=cfg.backbone, amp=str(t.amp_dtype), steps=steps, rounds=rounds)
     return result
 
@@ -172,7 +179,7 @@ def bench_matrix(rows: dict = GPU_MATRIX, preset: str = "voc", steps: int = 10, 
 # %% ../nbs/12_bench.ipynb #f0558f92
 def profile_step(t: Trainer, method: str = "imas", steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
     "Profile `steps` steps of `method` on trainer `t`: (operator table, {scope: share of the profiled time})."
-    bx, bu = random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes, pin=t.device.type == "cuda")
+    bx, bu = trainer_batches(t)
     use_method(t, method); batches = repeat_batches(method, bx, bu)
     _train_step(t, batches); cuda = t.device.type == "cuda"
     acts = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
@@ -212,7 +219,7 @@ def sync_sites(fn) -> list[str]:
 # %% ../nbs/12_bench.ipynb #b444df15
 def sync_cost(t: Trainer, steps: int = 10, rounds: int = 2) -> dict:
     "Seconds per iMAS step with `student_views`'s host sync and without it (CutMix view always forwarded), alternately."
-    bx, bu = random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes, pin=t.device.type == "cuda")
+    bx, bu = trainer_batches(t)
     use_method(t, "imas"); batches = repeat_batches("imas", bx, bu)
     variants = {"imas": student_views, "imas_no_sync": lambda views: views.imgs}
     times = {k: [] for k in variants}
@@ -283,12 +290,11 @@ def report(out, preset: str = "voc", rows: dict = GPU_MATRIX, steps: int = 10, i
     "Measure the step matrix, host syncs, profile and loaders of `preset`; write them into folder `out`."
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     t = bench_trainer(preset, **{**settings, **next(iter(rows.values()))}); dev = t.device
-    env = dict(device=torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu",
+    env = dict(device=device_name(dev),
                torch=torch.__version__, cuda=torch.version.cuda, cpus=os.cpu_count(), preset=preset, settings=settings,
                matmul_bf16_tflops=matmul_tflops(dev) if dev.type == "cuda" else None)
     (out / "env.json").write_text(json.dumps(env, indent=1, default=str))
-    use_method(t, "imas"); bx, bu = random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes, pin=dev.type == "cuda")
-    batches = repeat_batches("imas", bx, bu); _train_step(t, batches)
+    use_method(t, "imas"); batches = repeat_batches("imas", *trainer_batches(t)); _train_step(t, batches)
     syncs = dict(sites=sync_sites(lambda: _train_step(t, batches)), seconds_per_step=sync_cost(t, steps))
     (out / "syncs.json").write_text(json.dumps(syncs, indent=1))
     table, shares = profile_step(t, "imas", 3, row_limit=30)

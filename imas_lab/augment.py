@@ -95,8 +95,8 @@ OPS = (AugOp("identity", _identity), AugOp("autocontrast", _autocontrast), AugOp
        AugOp("invert", _invert), AugOp("blur", _gaussian_blur, 0.1, 2.0),
        AugOp("contrast", _contrast, 0.1, 0.95), AugOp("brightness", _brightness, 0.1, 0.95),
        AugOp("saturation", _saturation, 0.1, 0.95), AugOp("sharpness", _sharpness, 0.1, 0.95),
-       AugOp("posterize", _posterize, 4, 8, True), AugOp("solarize", _solarize, 1, 256, True),
-       AugOp("hue", _hue, 0.0, 0.5))
+       AugOp("posterize", _posterize, 4, 7, True), AugOp("solarize", _solarize, 1, 255, True),
+       AugOp("hue", _hue, -0.5, 0.5))
 OP_NAMES = tuple(op.name for op in OPS)
 
 # %% ../nbs/04_augment.ipynb #5fce7551
@@ -174,14 +174,14 @@ CUTMIX_SIDE_RATIO = (0.1, 0.9)  # the box side, as a fraction of the image side,
 
 def _sample_boxes(B: int, H: int, W: int, generator: torch.Generator | None,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    "One side ratio `v` for the batch and `B` boxes `(y0, x0, y1, x1)` of side `v * (H, W)` around random centres."
+    "One side ratio `v` for the batch and `B` boxes `(y0, x0, y1, x1)`, sides `v * (H, W)` made even, as released."
     lo, hi = CUTMIX_SIDE_RATIO
     v = lo + (hi - lo) * _draw(torch.rand, (), generator=generator, device=device)
-    cy = _draw(torch.randint, H, (B,), generator=generator, device=device)
-    cx = _draw(torch.randint, W, (B,), generator=generator, device=device)
-    h, w = (v * H).round().long(), (v * W).round().long()
-    y0, x0 = cy - h // 2, cx - w // 2
-    return v, torch.stack([y0.clamp(0, H), x0.clamp(0, W), (y0 + h).clamp(0, H), (x0 + w).clamp(0, W)], 1)
+    cy = _draw(torch.randint, H // 16, H, (B,), generator=generator, device=device)
+    cx = _draw(torch.randint, W // 16, W, (B,), generator=generator, device=device)
+    half_h, half_w = (v * H).long() // 2, (v * W).long() // 2  # side 2 * (int(v * H) // 2)
+    box = [cy - half_h, cx - half_w, cy + half_h, cx + half_w]
+    return v, torch.stack([c.clamp(0, n) for c, n in zip(box, (H, W, H, W))], 1)
 
 # %% ../nbs/04_augment.ipynb #8b0348a4
 def _box_mask(boxes: torch.Tensor, H: int, W: int) -> torch.Tensor:

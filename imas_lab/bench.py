@@ -35,8 +35,8 @@ __all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'us
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
 def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
-    "A `Trainer` with the model, teacher and optimizer of `preset` (+ `settings`), and no data."
-    cfg = resolve_config(preset, **settings)
+    "A `Trainer` with the model, teacher and optimizer of `preset` (+ `settings`), and no data (nor pretrained weights)."
+    cfg = resolve_config(preset, **{"pretrained": False, **settings})
     t = Trainer.__new__(Trainer)
     t.cfg, (t.dist, t.device) = cfg, init_distributed(cfg.device)
     n = num_classes or len({"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES}.get(preset, TOY_CLASSES))

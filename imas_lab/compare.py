@@ -136,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--notebook"); s.add_argument("--set", dest="params", type=_setting, action="append", default=[])
     for q in (t, s):
         q.add_argument("--csv", help="also write every run's row to this CSV file")
+        q.add_argument("--plot", help="also save the runs' learning curves (`plot_runs`) to this image file")
         q.add_argument("--value", default="final_miou", help="the summary value the Markdown table shows")
     return p
 
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None):
     table = (compare_runs(a.runs) if a.command == "table" else
              sweep(a.splits, a.methods, a.seeds, a.runs_root, a.dataset, a.notebook, **dict(a.params)))
     if a.csv: table.to_csv(a.csv, index=False)
+    if a.plot: fig = plot_runs(table); fig.savefig(a.plot, dpi=120, bbox_inches="tight"); plt.close(fig)
     print(markdown_table(table, a.value))
 
 # %% ../nbs/14_compare.ipynb #84555823

@@ -186,10 +186,14 @@ def build_model(num_classes: int, backbone: str = "resnet50", output_stride: int
     if backbone != "unet":
         return DeepLabV3Plus(num_classes, backbone, output_stride, multi_grid, deep_stem, aux, pretrained,
                              inner_channels, low_channels)
-    extra = dict(multi_grid=multi_grid, deep_stem=deep_stem, aux=aux, pretrained=pretrained)
+    extra = dict(multi_grid=multi_grid, deep_stem=deep_stem, aux=aux)
     if any(v not in (None, False, ()) for v in extra.values()):
         raise ValueError(f"backbone='unet' has no {', '.join(f'{k}={v!r}' for k, v in extra.items() if v)}")
-    return UNet(num_classes, tuple(unet_widths))
+    if pretrained is True or pretrained == "imagenet":
+        raise ValueError("backbone='unet' has no ImageNet weights; pass the path of an encoder checkpoint as pretrained=")
+    model = UNet(num_classes, tuple(unet_widths))
+    if pretrained not in (None, False): load_backbone(model, pretrained)
+    return model
 
 # %% ../nbs/06_model.ipynb #8e00974e
 class BackboneLoad(NamedTuple):
@@ -206,7 +210,8 @@ class BackboneLoad(NamedTuple):
                 f"missing in checkpoint: [{show(self.missing)}]; unexpected in checkpoint: [{show(self.unexpected)}]")
 
 # %% ../nbs/06_model.ipynb #bfcf5f47
-_CKPT_KEYS = {**{n: ("", "fc.") for n in RESNETS}, **{n: ("features.", "classifier.") for n in MOBILENETS}}
+_CKPT_KEYS = {**{n: ("", "fc.") for n in RESNETS}, **{n: ("features.", "classifier.") for n in MOBILENETS},
+              "unet": ("", "classifier.")}  # a UNet encoder checkpoint holds `model.backbone`'s keys
 
 def _read_checkpoint(path) -> dict[str, torch.Tensor]:
     path = Path(path)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_predict.ipynb #aab05bba
 from __future__ import annotations
-import argparse, dataclasses
+import argparse
 from pathlib import Path
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ def load_model(checkpoint, device="cpu", which: str = "teacher") -> tuple[torch.
     except Exception as e: raise ValueError(f"cannot read checkpoint {path}: {e}") from e
     if which not in ("teacher", "student"): raise ValueError(f"which={which!r}: expected 'teacher' or 'student'")
     cfg = config_from_dict(ckpt["config"])
-    model = build_model(dataclasses.replace(cfg, pretrained=None), ckpt["num_classes"])  # weights from the checkpoint
+    model = build_model(cfg, ckpt["num_classes"])  # no pretrained encoder: every weight comes from the checkpoint
     model.load_state_dict(ckpt[which])
     return model.to(get_device(device)).eval(), dict(config=cfg, class_names=ckpt["class_names"], iter=ckpt["iter"])
 

@@ -12,12 +12,12 @@ import numpy as np
 from .data import DatasetError, SegData, IMAGE_EXTS
 
 # %% auto #0
-__all__ = ['PUBLISHED_COUNTS', 'SPLIT_FORMS', 'parse_split', 'line_id', 'read_ids', 'Split', 'read_split', 'write_split',
-           'make_split']
+__all__ = ['PUBLISHED_COUNTS', 'SPLIT_FORMS', 'SPLIT_FAMILIES', 'FRACTION_NAMED', 'parse_split', 'line_id', 'read_ids', 'Split',
+           'read_split', 'write_split', 'published_fraction', 'split_folder_names', 'find_split_folder', 'make_split']
 
 # %% ../nbs/02a_splits.ipynb #6f4d2b66
 PUBLISHED_COUNTS = {  # (dataset kind, train size) -> {fraction: published labeled count}
-    ("voc", 10582): {Fraction(1, 16): 662, Fraction(1, 8): 1323, Fraction(1, 4): 2646},
+    ("voc", 10582): {Fraction(1, 16): 662, Fraction(1, 8): 1323, Fraction(1, 4): 2646, Fraction(1, 2): 5291},
     ("voc", 1464): {Fraction(1, 16): 92, Fraction(1, 8): 183, Fraction(1, 4): 366, Fraction(1, 2): 732},
     ("cityscapes", 2975): {Fraction(1, 16): 186, Fraction(1, 8): 372, Fraction(1, 4): 744, Fraction(1, 2): 1488},
 }
@@ -92,22 +92,51 @@ def write_split(split: Split, run_dir: str | Path) -> Path:
     for name, ids in lists.items(): (run_dir / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
     return run_dir
 
+# %% ../nbs/02a_splits.ipynb #ddb02b5a
+SPLIT_FAMILIES = ("imas", "u2pl", "unimatch")
+FRACTION_NAMED = {("voc", 10582), ("cityscapes", 2975)}  # train lists whose splits UniMatch names by fraction
+
+def published_fraction(n: int, n_train: int, kind: str) -> Fraction | None:
+    "The fraction whose published count is `n` for a `kind` train list of `n_train` (e.g. 1/16 for 662 of 10582)."
+    if (kind, n_train) not in FRACTION_NAMED: return None
+    return next((f for f, c in PUBLISHED_COUNTS[(kind, n_train)].items() if c == n), None)
+
+def split_folder_names(n: int, fraction: Fraction | None, family: str) -> list[str]:
+    "The folder names that hold split `n` (`fraction` of the train list) in `family`'s published layouts, in order."
+    if family not in SPLIT_FAMILIES: raise ValueError(f"split_family={family!r} is not one of {SPLIT_FAMILIES}")
+    named = [] if fraction is None else [f"{fraction.numerator}_{fraction.denominator}"]
+    return {"imas": [str(n), *named], "u2pl": [str(n), *(f"u2pl_{x}" for x in named)],
+            "unimatch": named or [str(n)]}[family]
+
+# %% ../nbs/02a_splits.ipynb #94f5a390
+def find_split_folder(splits_dir: str | Path, n: int, fraction: Fraction | None, family: str = "imas") -> Path:
+    "The folder in `splits_dir` holding `family`'s split of `n` labeled images (`fraction` of the train list)."
+    root, names = Path(splits_dir), split_folder_names(n, fraction, family)
+    if not root.is_dir(): raise FileNotFoundError(f"splits_dir {root} ({root.resolve()}) is not a folder")
+    for name in names:
+        if (root / name / "labeled.txt").is_file(): return root / name
+    held = sorted(p.name for p in root.iterdir() if (p / "labeled.txt").is_file())
+    what = f"{n} labeled" + (f", {fraction}" if fraction else "")
+    raise FileNotFoundError(f"splits_dir {root} has no {family} split of {what}: looked for "
+                            f"{', '.join(f'{x}/labeled.txt' for x in names)}; it holds {held or 'no split folders'}")
+
 # %% ../nbs/02a_splits.ipynb #b0004369
-def make_split(data: SegData, split: str | int = "1/16", seed: int = 0, splits_dir: str | Path = "data/splits",
-               run_dir: str | Path | None = None) -> Split:
-    "The labeled / unlabeled split of `data` for `split`, from split files or a seeded sample; saved into `run_dir`."
+def make_split(data: SegData, split: str | int = "1/16", seed: int = 0, splits_dir: str | Path | None = None,
+               family: str = "imas", run_dir: str | Path | None = None) -> Split:
+    "The split of `data` for `split`: `family`'s file in `splits_dir`, else a seeded sample; saved into `run_dir`."
     pool = [r.id for r in data.train if r.mask is not None]
     if not pool: raise DatasetError(f"{data!r} has no train image with a mask, so nothing can be labeled")
     n = parse_split(split, len(pool), data.kind)
-    folder = Path(splits_dir) / data.name / str(n)
-    if (folder / "labeled.txt").exists():
+    if n == len(pool) or splits_dir is None:
+        chosen = {pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:n]}
+        source = "all labels" if n == len(pool) else f"seeded sample (seed {seed}) of {len(pool)} labelable train images"
+        result = Split([i for i in pool if i in chosen], [r.id for r in data.train if r.id not in chosen], None, source)
+    else:
+        folder = find_split_folder(splits_dir, n, published_fraction(n, len(pool), data.kind), family)
         result = read_split(folder, data)
         if len(result.labeled) != n:
             raise DatasetError(f"split file {folder / 'labeled.txt'} lists {len(result.labeled)} ids; split={split!r} "
-                               f"and the folder name expect {n}")
-    else:
-        chosen = {pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:n]}
-        result = Split([i for i in pool if i in chosen], [r.id for r in data.train if r.id not in chosen], None,
-                       f"seeded sample (seed {seed}) of {len(pool)} labelable train images")
+                               f"expects {n}")
+        result.source = f"{folder / 'labeled.txt'} ({family} family)"
     if run_dir is not None: write_split(result, run_dir)
     return result

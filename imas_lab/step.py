@@ -4,8 +4,10 @@
 
 # %% ../nbs/10_step.ipynb #3d6c1ab1
 from __future__ import annotations
+from contextlib import contextmanager
 from typing import NamedTuple
 import torch
+from torch import nn
 from torch.profiler import record_function
 
 from .hardness import hardness_from_labels, pseudo_labels, HardnessParts
@@ -14,8 +16,8 @@ from .losses import pseudo_label_loss
 from .data import normalize
 
 # %% auto #0
-__all__ = ['PROFILE_SCOPES', 'VIEW_BUILDERS', 'Views', 'predict_eval', 'fixmatch_views', 'imas_views', 'forward_split',
-           'unlabeled_loss', 'student_views']
+__all__ = ['PROFILE_SCOPES', 'VIEW_BUILDERS', 'BN_STATS', 'Views', 'predict_eval', 'fixmatch_views', 'imas_views',
+           'forward_split', 'unlabeled_loss', 'keep_bn_stats', 'forward_views', 'student_views']
 
 # %% ../nbs/10_step.ipynb #a943c8c0
 class Views(NamedTuple):
@@ -80,6 +82,26 @@ def unlabeled_loss(outs: list[dict], views: Views, tau: float) -> torch.Tensor:
               for o, m, c, ign in zip(outs, views.mask_u, views.conf_u, views.ignore)]
     w = torch.stack(views.view_weight[:len(outs)])
     return (torch.stack(losses) * w).sum() / w.sum()
+
+# %% ../nbs/10_step.ipynb #73b1648b
+BN_STATS = ("joint", "labeled")
+
+@contextmanager
+def keep_bn_stats(model: nn.Module):
+    "Within the block, `model`'s BatchNorm layers normalise by batch statistics but keep their running statistics."
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns: m.momentum = 0.0  # running = (1 - momentum) * running + momentum * batch
+    try: yield
+    finally:
+        for m, mom in zip(bns, momenta): m.momentum = mom
+
+def forward_views(student, img_x: torch.Tensor, imgs_u: list[torch.Tensor], bn_stats: str = "joint") -> list[dict]:
+    "Step 6: the student's outputs on `img_x` and each unlabeled view; `bn_stats`: 'joint' (one batch) or 'labeled'."
+    if bn_stats == "joint": return forward_split(student, [img_x, *imgs_u])
+    if bn_stats != "labeled": raise ValueError(f"bn_stats={bn_stats!r} is not one of {BN_STATS}")
+    out_x = student(img_x)
+    with keep_bn_stats(student): return [out_x, *forward_split(student, imgs_u)]
 
 # %% ../nbs/10_step.ipynb #cc261563
 def student_views(views: Views) -> list[torch.Tensor]:

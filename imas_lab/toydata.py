@@ -11,11 +11,12 @@ from PIL import Image, ImageDraw
 from .core import BACKGROUND, voc_palette
 
 # %% auto #0
-__all__ = ['TOY_CLASSES', 'TOY_VERSION', 'TOY_META', 'BACKGROUND_MIX', 'GREY', 'draw_toy_sample', 'make_toy_dataset',
-           'ensure_toy_dataset']
+__all__ = ['TOY_CLASSES', 'PRETEXT_CLASSES', 'TOY_VERSION', 'TOY_META', 'BACKGROUND_MIX', 'GREY', 'draw_toy_sample',
+           'make_toy_dataset', 'ensure_toy_dataset']
 
 # %% ../nbs/01_toydata.ipynb #87eabcff
 TOY_CLASSES = ("background", "ring", "cross", "square")  # class i is TOY_CLASSES[i]
+PRETEXT_CLASSES = ("background", "triangle", "star", "disc", "hexagon")  # the pretraining task's shapes: none is a toy class
 TOY_VERSION = 3     # bump when the drawing code changes: cached datasets of another version are redrawn
 TOY_META = "toy.json"  # the marker file holding the generation parameters
 
@@ -25,13 +26,17 @@ def _circle(n: int = 32) -> np.ndarray:
     return np.stack([np.cos(t), np.sin(t)], 1)
 
 def _unit_shape(rng: np.random.Generator, kind: str) -> list[tuple[np.ndarray, int]]:
-    "Polygons `(points [n,2], fill)` of a shape of kind `kind` (a class name, `'blob'` or `'bar'`) around 0."
+    "Polygons `(points [n,2], fill)` of a shape of kind `kind` (a toy or pretext class name, `'blob'` or `'bar'`) around 0."
     if kind == "ring": return [(_circle(), 1), (_circle() * rng.uniform(0.45, 0.7), 0)]
     if kind == "cross":
         w = rng.uniform(0.25, 0.42)
         arm = np.array([[w, 1], [w, w], [1, w], [1, -w], [w, -w], [w, -1]])
         return [(np.concatenate([arm, -arm]), 1)]
     if kind == "square": return [(np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * 0.75, 1)]
+    if kind == "triangle": return [(_circle(3), 1)]
+    if kind == "star": return [(_circle(10) * np.where(np.arange(10) % 2, rng.uniform(0.35, 0.5), 1.0)[:, None], 1)]
+    if kind == "disc": return [(_circle(), 1)]
+    if kind == "hexagon": return [(_circle(6), 1)]
     if kind == "blob":
         t = np.linspace(0, 2 * np.pi, 24, endpoint=False)
         rad = 1 + 0.15 * np.sin(2 * t + rng.uniform(0, 7)) + 0.05 * np.sin(3 * t + rng.uniform(0, 7))
@@ -39,7 +44,7 @@ def _unit_shape(rng: np.random.Generator, kind: str) -> list[tuple[np.ndarray, i
     if kind == "bar":
         w = rng.uniform(0.02, 0.1)
         return [(np.array([[-1, -w], [1, -w], [1, w], [-1, w]]), 1)]
-    raise ValueError(f"kind={kind!r}: expected one of {TOY_CLASSES[1:]} or 'blob', 'bar'")
+    raise ValueError(f"kind={kind!r}: expected one of {TOY_CLASSES[1:] + PRETEXT_CLASSES[1:]} or 'blob', 'bar'")
 
 def _place(polys, radius: float, aspect: float, angle: float, centre) -> list[tuple[np.ndarray, int]]:
     c, s = np.cos(angle), np.sin(angle)
@@ -73,14 +78,15 @@ def _vivid(rng: np.random.Generator) -> np.ndarray:
     "A saturated RGB colour in [0, 255]: random hue, saturation 0.6-1, value 0.5-1."
     return 255 * np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.6, 1), rng.uniform(0.5, 1)))
 
-def draw_toy_sample(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    "One image `uint8 [size, size, 3]` and its class mask `uint8 [size, size]` (indices into `TOY_CLASSES`)."
+def draw_toy_sample(rng: np.random.Generator, size: int = 64,
+                    classes: tuple[str, ...] = TOY_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    "One image `uint8 [size, size, 3]` and its class mask `uint8 [size, size]` (indices into `classes`)."
     img = BACKGROUND_MIX * _texture(rng, size) + (1 - BACKGROUND_MIX) * GREY
     mask = np.full((size, size), BACKGROUND, np.uint8)
     n_obj, n_dis = rng.integers(1, 3), rng.integers(0, 3)
-    layers = [int(rng.integers(1, len(TOY_CLASSES))) for _ in range(n_obj)] + [BACKGROUND] * n_dis
+    layers = [int(rng.integers(1, len(classes))) for _ in range(n_obj)] + [BACKGROUND] * n_dis
     for cls in rng.permutation(layers):
-        if cls != BACKGROUND: kind, radius = TOY_CLASSES[cls], rng.uniform(0.22, 0.4)
+        if cls != BACKGROUND: kind, radius = classes[cls], rng.uniform(0.22, 0.4)
         else: kind, radius = "bar", rng.uniform(0.2, 0.5)
         polys = _place(_unit_shape(rng, kind), radius * size, rng.uniform(0.7, 1.0), rng.uniform(0, 2 * np.pi),
                        rng.uniform(0.1, 0.9, 2) * size)
@@ -92,9 +98,9 @@ def draw_toy_sample(rng: np.random.Generator, size: int = 64) -> tuple[np.ndarra
     return np.clip(img, 0, 255).astype(np.uint8), mask
 
 # %% ../nbs/01_toydata.ipynb #003d32dd
-def _toy_params(seed: int, n_train: int, n_val: int, size: int) -> dict:
+def _toy_params(seed: int, n_train: int, n_val: int, size: int, classes=TOY_CLASSES) -> dict:
     return dict(generator="imas_lab.toydata", version=TOY_VERSION, seed=seed, n_train=n_train, n_val=n_val,
-                size=size, classes=list(TOY_CLASSES))
+                size=size, classes=list(classes))
 
 def _write_toy(root: Path, params: dict):
     "Draw the dataset described by `params` into the (new) folder `root`."
@@ -103,7 +109,8 @@ def _write_toy(root: Path, params: dict):
     for part_id, part in enumerate(("train", "val")):
         ids = [f"{part}_{i:05d}" for i in range(params[f"n_{part}"])]
         for i, sid in enumerate(ids):
-            img, mask = draw_toy_sample(np.random.default_rng([params["seed"], part_id, i]), params["size"])
+            img, mask = draw_toy_sample(np.random.default_rng([params["seed"], part_id, i]), params["size"],
+                                        tuple(params["classes"]))
             Image.fromarray(img).save(root / "JPEGImages" / f"{sid}.jpg", quality=90)
             png = Image.fromarray(mask, mode="P"); png.putpalette(pal)
             png.save(root / "SegmentationClass" / f"{sid}.png")
@@ -116,9 +123,9 @@ def _read_meta(root: Path) -> dict | None:
 
 # %% ../nbs/01_toydata.ipynb #e2db9747
 def make_toy_dataset(root: str | Path = "data/toy", seed: int = 0, n_train: int = 2000, n_val: int = 300,
-                     size: int = 32, force: bool = False) -> Path:
-    "Draw (or reuse) the embedded shapes dataset in VOC layout under `root`; return `root` as a `Path`."
-    root, params = Path(root), _toy_params(seed, n_train, n_val, size)
+                     size: int = 32, force: bool = False, classes: tuple[str, ...] = TOY_CLASSES) -> Path:
+    "Draw (or reuse) the embedded shapes dataset (of `classes`) in VOC layout under `root`; return `root` as a `Path`."
+    root, params = Path(root), _toy_params(seed, n_train, n_val, size, classes)
     if not force and _read_meta(root) == params: return root
     if root.exists() and any(root.iterdir()) and _read_meta(root) is None:
         raise FileExistsError(f"make_toy_dataset: {root} exists and holds no {TOY_META}, so it is not a toy dataset; "
@@ -137,4 +144,5 @@ def ensure_toy_dataset(root: str | Path = "data/toy", **kwargs) -> Path:
     "The toy dataset at `root`: as drawn there before (redrawn if of an older version), else drawn with `kwargs`."
     meta = _read_meta(Path(root))
     if meta is not None and not kwargs: kwargs = {k: meta[k] for k in ("seed", "n_train", "n_val", "size")}
+    if meta is not None and "classes" not in kwargs: kwargs["classes"] = tuple(meta["classes"])
     return make_toy_dataset(root, **kwargs)

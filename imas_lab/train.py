@@ -23,16 +23,17 @@ from .splits import make_split, write_split
 from .loaders import build_loaders, mix_seed
 from . import model as models
 from .model import param_groups
+from .pretrain import TOY_ENCODER, arch_kwargs, toy_encoder
 from .losses import ce_loss, ohem_ce_loss, supervised_loss
 from .optim import make_optimizer, set_poly_lr, ema_decay, make_teacher, ema_update, amp_dtype, make_scaler, save_atomic
 from .evaluate import evaluate
-from .step import VIEW_BUILDERS, forward_split, unlabeled_loss, student_views
+from .step import VIEW_BUILDERS, forward_views, unlabeled_loss, student_views
 from .rundir import RunDir, plot_curves, plot_hardness
 
 # %% auto #0
 __all__ = ['RESUME_FREE', 'LOG_SUMS', 'Dist', 'init_distributed', 'barrier', 'mean_over_ranks', 'gather_rows', 'gather_objects',
-           'build_model', 'check_checkpoint', 'rng_state', 'set_rng_state', 'Trainer', 'view_kwargs', 'NonFiniteLoss',
-           'train', 'parser', 'main']
+           'build_model', 'pretrained_path', 'check_checkpoint', 'rng_state', 'set_rng_state', 'Trainer', 'view_kwargs',
+           'NonFiniteLoss', 'train', 'parser', 'main']
 
 # %% ../nbs/11_train.ipynb #6d93e67c
 class Dist(NamedTuple):
@@ -74,10 +75,14 @@ def gather_objects(obj) -> list:
     out = [None] * dist.get_world_size(); dist.all_gather_object(out, obj); return out
 
 # %% ../nbs/11_train.ipynb #c27d1b07
-def build_model(cfg: Config, num_classes: int) -> nn.Module:
-    "The model of `cfg` for `num_classes` classes (DeepLabv3+, or the small UNet for `backbone='unet'`)."
-    return models.build_model(num_classes, cfg.backbone, cfg.output_stride, cfg.multi_grid, cfg.deep_stem, cfg.aux,
-                              cfg.pretrained, cfg.inner_channels, cfg.low_channels, cfg.unet_widths)
+def build_model(cfg: Config, num_classes: int, pretrained: str | None = None) -> nn.Module:
+    "The model of `cfg` for `num_classes` classes (DeepLabv3+, or the UNet), its encoder from checkpoint `pretrained`."
+    return models.build_model(num_classes, **arch_kwargs(cfg), pretrained=pretrained)
+
+def pretrained_path(cfg: Config, device="cpu") -> str | None:
+    "`cfg.pretrained` as a checkpoint path: the pretext encoder (trained on first use) for `'toy'`, None for none."
+    if cfg.pretrained == TOY_ENCODER: return str(toy_encoder(cfg, device=device, num_workers=cfg.num_workers))
+    return cfg.pretrained or None
 
 RESUME_FREE = ("run_dir", "resume", "device", "num_workers", "eval_every", "checkpoint_every", "data_root", "compile")
 
@@ -123,7 +128,7 @@ class Trainer:
 # %% ../nbs/11_train.ipynb #c063f1f7
 def _setup_data(self: Trainer):
     cfg, d = self.cfg, self.dist
-    split = make_split(self.data, cfg.split, cfg.seed)
+    split = make_split(self.data, cfg.split, cfg.seed, cfg.splits_dir, cfg.split_family)
     if cfg.method != "supervised" and not split.unlabeled: split = dataclasses.replace(split, unlabeled=split.labeled)
     self.loaders = build_loaders(self.data, split, cfg.batch_size, cfg.crop_size, cfg.base_size, cfg.scale_range, cfg.seed,
                                  num_workers=cfg.num_workers, device=self.device, rank=d.rank, world_size=d.world_size,
@@ -139,8 +144,9 @@ Trainer.setup_data = _setup_data
 # %% ../nbs/11_train.ipynb #4a8dae8f
 def _setup_model(self: Trainer):
     cfg, dev = self.cfg, self.device
+    pretrained = pretrained_path(cfg, dev)  # before seeding: a first run that trains the encoder starts alike
     seed_everything(cfg.seed)
-    model = build_model(cfg, self.data.num_classes).to(dev)
+    model = build_model(cfg, self.data.num_classes, pretrained).to(dev)
     self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
     if self.channels_last: model = model.to(memory_format=torch.channels_last)
     self.teacher = make_teacher(model)
@@ -207,7 +213,7 @@ def _losses(self: Trainer, batch_x: dict, batch_u: dict | None) -> dict:
     img_u_w01, pad_u = self.images(batch_u), batch_u["pad"].to(self.device, non_blocking=True)
     with self.autocast():
         views = self.build_views(self.teacher, self.model, img_u_w01, pad_u, self.generator)
-        out_x, *outs_u = forward_split(self.student, [img_x, *self.student_views(views)])
+        out_x, *outs_u = forward_views(self.student, img_x, self.student_views(views), cfg.bn_stats)
     loss_x = supervised_loss(out_x, mask_x, self.criterion, cfg.aux_weight)
     loss_u = unlabeled_loss(outs_u, views, cfg.tau)
     return dict(loss=loss_x + cfg.lambda_u * loss_u, loss_x=loss_x, loss_u=loss_u, views=views, idx_u=batch_u["idx"])
@@ -223,7 +229,8 @@ def _train_iter(self: Trainer, batches):
             self.scaler.scale(out["loss"] / self.cfg.accumulate).backward()
         self.record(out)
     self.scaler.step(self.optimizer); self.scaler.update(); self.optimizer.zero_grad(set_to_none=True)
-    ema_update(self.teacher, self.model, ema_decay(self.it, self.cfg.ema_decay))
+    copy_steps = self.iters_per_epoch if self.cfg.ema_warmup == "epoch" else None
+    ema_update(self.teacher, self.model, ema_decay(self.it, self.cfg.ema_decay, copy_steps))
 Trainer.train_iter = _train_iter
 
 # %% ../nbs/11_train.ipynb #b8fe3b7d
@@ -344,7 +351,8 @@ def _finish(self: Trainer) -> dict:
     self.summary = dict(best_miou=round(self.best_miou, 2), final_miou=round(self.eval_teacher["miou"], 2),
                         per_class_iou={n: None if math.isnan(v) else v for n, v in zip(self.data.class_names, iou)},
                         iters=self.it, seconds=round(self.seconds, 1), world_size=self.dist.world_size,
-                        method=cfg.method, split=cfg.split, seed=cfg.seed, dataset=cfg.dataset)
+                        method=cfg.method, split=cfg.split, seed=cfg.seed, dataset=cfg.dataset,
+                        split_source=self.loaders.split.source, split_family=cfg.split_family if cfg.splits_dir else None)
     if self.is_main: self.write_outputs()
     return self.summary
 

@@ -3,7 +3,7 @@ import pytest
 
 # A small DeepLabv3+ (the toy preset's UNet is covered by the notebooks' tests and the sweep test).
 TINY = dict(backbone="mobilenet_v3_small", output_stride=16, inner_channels=16, low_channels=8, crop_size=32,
-            base_size=32, batch_size=4, num_workers=0, val_batch_size=50, tau=0.5)
+            base_size=32, batch_size=4, num_workers=0, val_batch_size=50, tau=0.5, pretrained=False)
 
 
 @pytest.fixture(scope="session")

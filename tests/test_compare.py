@@ -10,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_sweep_runs_skips_and_tabulates(tmp_path, toy_root, monkeypatch):
     from imas_lab.compare import sweep
     cfg = tmp_path / "small.yaml"; cfg.write_text(yaml.safe_dump(dict(crop_size=32, base_size=32, batch_size=4,
-                                                                       num_workers=0, val_batch_size=20)))
+                                                                       num_workers=0, val_batch_size=20,
+                                                                       pretrained=False)))
     monkeypatch.chdir(ROOT)
     kw = dict(runs_root=tmp_path / "runs", data_root=str(toy_root), max_iters=3, eval_every=3, device="cpu",
               config=str(cfg))

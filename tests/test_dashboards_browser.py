@@ -33,7 +33,8 @@ def wait_listening(port: int, proc, timeout: float = 120):
 def voila(tmp_path, toy_root):
     pytest.importorskip("voila")
     from imas_lab.dashboards import demo_run
-    run = demo_run(tmp_path / "run", toy_root, max_iters=40, batch_size=4, num_workers=0, val_batch_size=20)
+    run = demo_run(tmp_path / "run", toy_root, max_iters=40, batch_size=4, num_workers=0, val_batch_size=20,
+                   pretrained=False)
     port = free_port()
     env = {**os.environ, "IMAS_LAB_RUN_DIR": str(run), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "voila", str(ROOT / "nbs" / "dashboards.ipynb"), "--no-browser",

@@ -25,7 +25,7 @@ class Config:
     dataset: str = "toy"            # toy | voc | cityscapes | folder
     data_root: str | None = None    # default: data/<dataset folder>
     split: str = "1/8"              # "1/16", "662" or "full"
-    splits_dir: str | None = None   # a folder of published split files (e.g. UniMatch's splits/pascal); None: a seeded sample
+    splits_dir: str | None = None   # a folder of published split files (UniMatch's splits/pascal, ...); None: sample
     split_family: str = "imas"      # whose split files: imas | u2pl | unimatch (see imas_lab.splits)
     crop_size: int = 64
     base_size: int = 64             # long side of the image before the 0.5-2.0 rescale of the weak view
@@ -139,7 +139,8 @@ def resolve_config(dataset: str = "toy", config: str | None = None, **params) ->
     if "epochs" in user and "max_iters" not in user: layers["max_iters"] = None  # the user's epochs win over a preset's iterations
     cfg = Config(dataset=layers.pop("dataset", dataset), **layers)
     if cfg.method not in METHODS: raise ValueError(f"method={cfg.method!r} is not one of {METHODS}")
-    if cfg.ema_warmup not in (None, "epoch"): raise ValueError(f"ema_warmup={cfg.ema_warmup!r}: expected None or 'epoch'")
+    if cfg.ema_warmup not in (None, "epoch"):
+        raise ValueError(f"ema_warmup={cfg.ema_warmup!r}: expected None or 'epoch'")
     if cfg.bn_stats not in BN_STATS: raise ValueError(f"bn_stats={cfg.bn_stats!r} is not one of {BN_STATS}")
     if cfg.split_family not in SPLIT_FAMILIES:
         raise ValueError(f"split_family={cfg.split_family!r} is not one of {SPLIT_FAMILIES}")

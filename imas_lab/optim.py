@@ -33,7 +33,7 @@ def set_poly_lr(optimizer, it: int, max_iters: int, power: float = 0.9):
 
 # %% ../nbs/09_optim.ipynb #bbdbb1ff
 def ema_decay(it: int, max_decay: float = 0.996, copy_steps: int | None = None) -> float:
-    "The EMA decay after step `it` (from 0): `min(1 - 1/(it+1), max_decay)`; with `copy_steps`, 0 before it, then `max_decay`."
+    "The EMA decay after step `it` (from 0): `min(1 - 1/(it+1), max_decay)`; with `copy_steps`: 0 before, then max."
     if copy_steps is not None: return 0.0 if it < copy_steps else max_decay
     return min(1 - 1 / (it + 1), max_decay)
 

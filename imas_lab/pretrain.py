@@ -65,7 +65,8 @@ def pretrain_encoder(cfg: Config, data: SegData, steps: int = PRETEXT_STEPS, dev
         model = build_model(data.num_classes, **arch_kwargs(cfg)).to(device, memory_format=torch.channels_last).train()
         loaders = build_loaders(data, make_split(data, "full", PRETEXT_SEED), r["batch_size"], crop, crop, (1.0, 1.0),
                                 PRETEXT_SEED, num_workers=num_workers, device=device)
-        opt = make_optimizer(param_groups(model, r["lr"], 1.0, r["weight_decay"]), r["momentum"], r["weight_decay"], device)
+        groups = param_groups(model, r["lr"], 1.0, r["weight_decay"])
+        opt = make_optimizer(groups, r["momentum"], r["weight_decay"], device)
         for it, batch in zip(range(steps), _labeled_batches(loaders)):
             set_poly_lr(opt, it, steps, r["poly_power"])
             img = normalize(batch["img"].to(device).float().div(255)).contiguous(memory_format=torch.channels_last)

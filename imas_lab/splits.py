@@ -129,7 +129,7 @@ def make_split(data: SegData, split: str | int = "1/16", seed: int = 0, splits_d
     n = parse_split(split, len(pool), data.kind)
     if n == len(pool) or splits_dir is None:
         chosen = {pool[i] for i in np.random.default_rng(seed).permutation(len(pool))[:n]}
-        source = "all labels" if n == len(pool) else f"seeded sample (seed {seed}) of {len(pool)} labelable train images"
+        source = f"seeded sample (seed {seed}) of {len(pool)} labelable train images" if n < len(pool) else "all labels"
         result = Split([i for i in pool if i in chosen], [r.id for r in data.train if r.id not in chosen], None, source)
     else:
         folder = find_split_folder(splits_dir, n, published_fraction(n, len(pool), data.kind), family)

@@ -16,7 +16,7 @@ __all__ = ['TOY_CLASSES', 'PRETEXT_CLASSES', 'TOY_VERSION', 'TOY_META', 'BACKGRO
 
 # %% ../nbs/01_toydata.ipynb #87eabcff
 TOY_CLASSES = ("background", "ring", "cross", "square")  # class i is TOY_CLASSES[i]
-PRETEXT_CLASSES = ("background", "triangle", "star", "disc", "hexagon")  # the pretraining task's shapes: none is a toy class
+PRETEXT_CLASSES = ("background", "triangle", "star", "disc", "hexagon")  # the pretext task's shapes: no toy class
 TOY_VERSION = 3     # bump when the drawing code changes: cached datasets of another version are redrawn
 TOY_META = "toy.json"  # the marker file holding the generation parameters
 
@@ -26,7 +26,7 @@ def _circle(n: int = 32) -> np.ndarray:
     return np.stack([np.cos(t), np.sin(t)], 1)
 
 def _unit_shape(rng: np.random.Generator, kind: str) -> list[tuple[np.ndarray, int]]:
-    "Polygons `(points [n,2], fill)` of a shape of kind `kind` (a toy or pretext class name, `'blob'` or `'bar'`) around 0."
+    "Polygons `(points [n,2], fill)` of a shape `kind` (a toy or pretext class name, `'blob'` or `'bar'`) around 0."
     if kind == "ring": return [(_circle(), 1), (_circle() * rng.uniform(0.45, 0.7), 0)]
     if kind == "cross":
         w = rng.uniform(0.25, 0.42)

@@ -40,17 +40,24 @@ def compare_runs(paths_or_glob) -> pd.DataFrame:
     return table.sort_values(["dataset", "split", "method", "seed"], ignore_index=True)
 
 # %% ../nbs/14_compare.ipynb #d98b1a05
+def _method_order(methods) -> list[str]:
+    return sorted(set(methods), key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
+
 def plot_runs(table: pd.DataFrame, metric: str = "miou_teacher"):
-    "Learning curves (`metric` per evaluation) of the runs in a `compare_runs` table."
-    fig, ax = plt.subplots(figsize=(7, 4))
-    colours = dict(zip(sorted(table["method"].unique()), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
-    styles = dict(zip(sorted(table["split"].unique()), itertools.cycle(["-", "--", ":", "-."])))
-    for r in table.itertuples():
-        m = RunDir(r.path).read()["metrics"]
-        ax.plot(m["iter"], m[metric], styles[r.split], color=colours[r.method], alpha=.7, label=f"{r.method} {r.split}")
-    handles = dict(zip(*ax.get_legend_handles_labels()[::-1]))  # one legend entry per method and split
-    ax.legend(handles.values(), handles.keys()); ax.grid(alpha=.3)
-    ax.set(xlabel="iteration", ylabel=f"val {metric} (%)", title="learning curves")
+    "Learning curves (`metric` per evaluation) of a `compare_runs` table: a panel per split, seeds thin, mean bold."
+    splits = list(dict.fromkeys(table["split"]))
+    fig, axs = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False, sharey=True)
+    colours = dict(zip(_method_order(table["method"]), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    for ax, split in zip(axs[0], splits):
+        rows = table[table["split"] == split]
+        for method in _method_order(rows["method"]):
+            paths = rows[rows["method"] == method]["path"]
+            curves = [RunDir(p).read()["metrics"].set_index("iter")[metric] for p in paths]
+            for c in curves: ax.plot(c.index, c.values, color=colours[method], alpha=.3, lw=1)
+            mean = pd.concat(curves, axis=1).mean(axis=1)
+            ax.plot(mean.index, mean.values, color=colours[method], lw=2.2, label=f"{method} (mean of {len(curves)})")
+        ax.set(title=f"split {split}", xlabel="iteration"); ax.grid(alpha=.3); ax.legend()
+    axs[0][0].set_ylabel(f"val {metric} (%)")
     return fig
 
 # %% ../nbs/14_compare.ipynb #763c756c
@@ -71,8 +78,7 @@ def paired_diff(table: pd.DataFrame, a: str = "imas", b: str = "fixmatch", value
 def markdown_table(table: pd.DataFrame, value: str = "final_miou", methods=None) -> str:
     "Markdown: a row per dataset and split, a column per method, cells `mean ± std (n)` of `value` over seeds."
     s = summarize(table, value)
-    found = list(s["method"].unique())
-    methods = list(methods or sorted(found, key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m)))
+    methods = list(methods or _method_order(s["method"]))
     cell = lambda r: f"{r['mean']:.1f} ± {0 if pd.isna(r['std']) else r['std']:.1f} ({r['count']})"
     lines = ["| dataset | split | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
     for (ds, split), g in s.groupby(["dataset", "split"], sort=False):

@@ -16,7 +16,7 @@ from .toydata import PRETEXT_CLASSES, TOY_META, make_toy_dataset, ensure_toy_dat
 from .data import SegData, voc_dataset, normalize
 from .splits import make_split
 from .loaders import build_loaders
-from .model import build_model, param_groups, load_backbone
+from .model import build_model, param_groups
 from .optim import make_optimizer, set_poly_lr, save_atomic
 from .losses import ce_loss
 from .evaluate import evaluate

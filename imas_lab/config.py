@@ -91,7 +91,8 @@ PRESETS = {
     # main job (iMAS, 1/8) took 357 and 387 s here (over the 5 minutes aimed at; 1400 steps were too few for the
     # unlabeled images to help). Channels-last makes the CPU step about a fifth faster (75 against 96 ms per iMAS
     # step). Measured on selection seed 10 at 1/16: from random weights at 1400 steps supervised 65.8, FixMatch
-    # 63.7 and iMAS 59.4 even with a supervised warm-up of 30%; pretrained at 1400 steps all three reach 70-71; pretrained at 2800 steps supervised 72.5, FixMatch 75.4,
+    # 63.7 and iMAS 59.4 even with a supervised warm-up of 30%; pretrained at 1400 steps all three reach 70-71;
+    # pretrained at 2800 steps supervised 72.5, FixMatch 75.4,
     # iMAS 79.1. The weak view keeps the scale (with the published 0.5-2.0 rescale a randomly initialised model
     # stayed at the all-background prediction for 1500 steps). tau stays at the published 0.95. BatchNorm keeps the
     # labeled images' statistics (bn_stats, imas_lab.step): seed 10 at 1/8, 2800 steps: supervised 74.9, FixMatch

@@ -132,7 +132,8 @@ def _setup_data(self: Trainer):
     if cfg.method != "supervised" and not split.unlabeled: split = dataclasses.replace(split, unlabeled=split.labeled)
     self.loaders = build_loaders(self.data, split, cfg.batch_size, cfg.crop_size, cfg.base_size, cfg.scale_range, cfg.seed,
                                  num_workers=cfg.num_workers, device=self.device, rank=d.rank, world_size=d.world_size,
-                                 check=self.is_main, val_batch_size=cfg.val_batch_size)
+                                 check=self.is_main, val_batch_size=cfg.val_batch_size,
+                                 cache_images=cfg.cache_images)
     self.iters_per_epoch = self.loaders.iters_per_epoch // cfg.accumulate
     if self.iters_per_epoch < 1:
         raise ValueError(f"accumulate={cfg.accumulate} x batch_size={cfg.batch_size} is more than an epoch "

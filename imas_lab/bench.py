@@ -10,51 +10,47 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 from functools import partial
-from types import SimpleNamespace
 import torch
 
 from torch.utils.flop_counter import FlopCounterMode
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from .core import IGNORE_INDEX
-from .config import DEFAULT_LAMBDA_U, METHODS, resolve_config
+from .config import resolve_config, add_set_argument
+from .methods import DEFAULT_METHOD, WeakToStrong, get_method, method_names
 from .data import VOC_CLASSES, CITYSCAPES_CLASSES, normalize, read_image, voc_dataset
 from .splits import make_split
 from .loaders import build_loaders
 from .toydata import TOY_CLASSES, draw_toy_sample
 from .compare import frame_markdown
-from .train import Trainer, init_distributed, view_kwargs
-from .step import PROFILE_SCOPES, VIEW_BUILDERS, predict_eval, student_views
+from .train import Trainer
+from .step import PROFILE_SCOPES, predict_eval
 from .hardness import hardness_parts, pseudo_labels
 from .augment import strong_augment, adaptive_mix, hardness_cutmix
 
 # %% auto #0
 __all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'trainer_batches',
-           'device_name', 'repeat_batches', 'step_flops', 'bench_step', 'bench_parts', 'bench_matrix', 'profile_step',
-           'sync_sites', 'sync_cost', 'jpeg_dataset', 'bench_loader', 'matmul_tflops', 'report', 'main']
+           'device_name', 'repeat_batches', 'step_flops', 'semi_supervised', 'bench_step', 'bench_parts',
+           'bench_matrix', 'profile_step', 'sync_sites', 'sync_cost', 'jpeg_dataset', 'bench_loader', 'matmul_tflops',
+           'report', 'main']
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
 def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
     "A `Trainer` with the model, teacher and optimizer of `preset` (+ `settings`), and no data (nor pretrained weights)."
     cfg = resolve_config(preset, **{"pretrained": False, **settings})
-    t = Trainer.__new__(Trainer)
-    t.cfg, (t.dist, t.device) = cfg, init_distributed(cfg.device)
     n = num_classes or len({"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES}.get(preset, TOY_CLASSES))
-    t.data = SimpleNamespace(num_classes=n)
-    t.setup_model(); t.setup_optimizer(); t.reset_logs()
-    t.it, t.epoch, t.max_iters = 0, 0, 10**9
-    return t
+    return Trainer.for_model(cfg, n)
 
-def always_cutmix(build):
-    "Wrap a view builder so its CutMix view always counts."
+def always_cutmix(views):
+    "Wrap a weak-to-strong method's `views` so that its CutMix view always counts."
     def built(*args, **kw):
-        v = build(*args, **kw); return v._replace(view_weight=[v.view_weight[0], torch.ones_like(v.view_weight[1])])
+        v = views(*args, **kw); return v._replace(cutmix=v.cutmix._replace(weight=torch.ones_like(v.cutmix.weight)))
     return built
 
 def use_method(t: Trainer, method: str):
-    "Switch trainer `t` to `method` (its views and default unlabeled weight), keeping the model."
-    t.cfg = dataclasses.replace(t.cfg, method=method, lambda_u=DEFAULT_LAMBDA_U[method])
-    t.build_views = partial(always_cutmix(VIEW_BUILDERS[method]), **view_kwargs(t.cfg)) if method in VIEW_BUILDERS else None
+    "Switch trainer `t` to `method` with its default unlabeled weight, keeping the model; CutMix views always count."
+    t.cfg = dataclasses.replace(t.cfg, method=method, lambda_u=None); t.setup_method()
+    if isinstance(t.method, WeakToStrong): t.method.views = always_cutmix(t.method.views)
 
 # %% ../nbs/12_bench.ipynb #e8fdb9fe
 def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0, pin: bool = False) -> tuple[dict, dict]:
@@ -77,7 +73,7 @@ def device_name(device: torch.device) -> str:
 
 def repeat_batches(method: str, batch_x: dict, batch_u: dict):
     "The pair `(batch_x, batch_u)` forever, as `Trainer.train_iter` takes batches; no `batch_u` for `supervised`."
-    return itertools.repeat((batch_x, None if method == "supervised" else batch_u))
+    return itertools.repeat((batch_x, batch_u if get_method(method).unlabeled else None))
 
 # %% ../nbs/12_bench.ipynb #2f005714
 def step_flops(t: Trainer, batches) -> int:
@@ -104,11 +100,15 @@ def _timed(fn, device, steps: int, warmup: int = 1) -> float:
 def _train_step(t: Trainer, batches):
     t.train_iter(batches); t.it += 1
 
-def bench_step(methods=("fixmatch", "imas"), steps: int = 10, warmup: int = 3, rounds: int = 3, preset: str = "toy",
+def semi_supervised() -> tuple[str, ...]:
+    "The registered methods that train on unlabeled images: what the benchmark times by default."
+    return tuple(m for m in method_names() if get_method(m).unlabeled)
+
+def bench_step(methods=None, steps: int = 10, warmup: int = 3, rounds: int = 3, preset: str = "toy",
                **settings) -> dict:
     "`{method: seconds per step, ...}` plus images/s and peak GPU memory per method, timed alternately."
-    for m in methods:
-        if m not in METHODS: raise ValueError(f"method {m!r} is not one of {METHODS}")
+    methods = tuple(methods or semi_supervised())
+    for m in methods: get_method(m)  # an unknown name fails here, listing the known ones
     t = bench_trainer(preset, **settings); cfg = t.cfg
     bx, bu = trainer_batches(t)
     times, peak, flops = {m: [] for m in methods}, {}, {}
@@ -126,9 +126,9 @@ def bench_step(methods=("fixmatch", "imas"), steps: int = 10, warmup: int = 3, r
     result.update({f"{m}_gflop_per_step": flops[m] / 1e9 for m in methods})
     result.update({f"{m}_tflops": flops[m] / result[m] / 1e12 for m in methods})
     result.update({f"{m}_peak_gib": round(v, 2) for m, v in peak.items()})
-    if "imas" in methods:
+    for m in (m for m in methods if get_method(m).logs_hardness):  # iMAS: its hardness and augmentation, timed alone
         parts = bench_parts(t, bu, steps)
-        result.update({f"imas_{k}_share": v * cfg.accumulate / result["imas"] for k, v in parts.items()})
+        result.update({f"{m}_{k}_share": v * cfg.accumulate / result[m] for k, v in parts.items()})
     result.update(device=str(t.device), device_name=device_name(t.device), preset=preset, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
                   backbone=cfg.backbone, amp=str(t.amp_dtype), steps=steps, rounds=rounds)
     return result
@@ -159,9 +159,9 @@ GPU_MATRIX = {  # the trainer's CUDA defaults first, then one change at a time
 VOC_1_16_PAIRS = 80 * 9920  # pairs the VOC 1/16 protocol trains on: 80 epochs over the unlabeled images
 
 def bench_matrix(rows: dict = GPU_MATRIX, preset: str = "voc", steps: int = 10, warmup: int = 3, rounds: int = 2,
-                 methods=("fixmatch", "imas"), **settings) -> pd.DataFrame:
+                 methods=None, **settings) -> pd.DataFrame:
     "A row per named settings and method: pairs/s, s/step, peak GiB, GFLOP/step, TFLOP/s, projected VOC 1/16 hours."
-    table = []
+    table, methods = [], tuple(methods or semi_supervised())
     for name, row in rows.items():
         try: r = bench_step(methods, steps, warmup, rounds, preset, **{**settings, **row})
         except torch.OutOfMemoryError:
@@ -171,13 +171,13 @@ def bench_matrix(rows: dict = GPU_MATRIX, preset: str = "voc", steps: int = 10, 
             table.append(dict(device=r["device_name"], settings=name, method=m, batch=f"{r['batch_size']}+{r['batch_size']}",
                               crop=r["crop_size"], pairs_per_s=r[f"{m}_pairs_per_s"], s_per_step=r[m],
                               peak_gib=r.get(f"{m}_peak_gib"), gflop_per_step=r[f"{m}_gflop_per_step"],
-                              tflops=r[f"{m}_tflops"], hardness_share=r.get("imas_hardness_share") if m == "imas" else None,
-                              augment_share=r.get("imas_augment_share") if m == "imas" else None,
+                              tflops=r[f"{m}_tflops"], hardness_share=r.get(f"{m}_hardness_share"),
+                              augment_share=r.get(f"{m}_augment_share"),
                               voc_1_16_hours=VOC_1_16_PAIRS / r[f"{m}_pairs_per_s"] / 3600))
     return pd.DataFrame(table)
 
 # %% ../nbs/12_bench.ipynb #f0558f92
-def profile_step(t: Trainer, method: str = "imas", steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
+def profile_step(t: Trainer, method: str = DEFAULT_METHOD, steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
     "Profile `steps` steps of `method` on trainer `t`: (operator table, {scope: share of the profiled time})."
     bx, bu = trainer_batches(t)
     use_method(t, method); batches = repeat_batches(method, bx, bu)
@@ -217,18 +217,18 @@ def sync_sites(fn) -> list[str]:
     return sites
 
 # %% ../nbs/12_bench.ipynb #b444df15
-def sync_cost(t: Trainer, steps: int = 10, rounds: int = 2) -> dict:
-    "Seconds per iMAS step with `student_views`'s host sync and without it (CutMix view always forwarded), alternately."
+def sync_cost(t: Trainer, steps: int = 10, rounds: int = 2, method: str = DEFAULT_METHOD) -> dict:
+    "Seconds per step of weak-to-strong `method` with `student_views`'s host sync and without it, alternately."
     bx, bu = trainer_batches(t)
-    use_method(t, "imas"); batches = repeat_batches("imas", bx, bu)
-    variants = {"imas": student_views, "imas_no_sync": lambda views: views.imgs}
+    use_method(t, method); batches = repeat_batches(method, bx, bu)
+    variants = {method: t.method.trained_views, f"{method}_no_sync": lambda views: [views.strong, views.cutmix]}
     times = {k: [] for k in variants}
     for r in range(rounds + 1):
         for k, choose in variants.items():
-            t.student_views = choose
+            t.method.trained_views = choose
             sec = _timed(lambda: _train_step(t, batches), t.device, steps, warmup=0)
             if r: times[k].append(sec)
-    t.student_views = student_views
+    del t.method.trained_views  # back to the class's
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 # %% ../nbs/12_bench.ipynb #d6dca48d
@@ -294,10 +294,10 @@ def report(out, preset: str = "voc", rows: dict = GPU_MATRIX, steps: int = 10, i
                torch=torch.__version__, cuda=torch.version.cuda, cpus=os.cpu_count(), preset=preset, settings=settings,
                matmul_bf16_tflops=matmul_tflops(dev) if dev.type == "cuda" else None)
     (out / "env.json").write_text(json.dumps(env, indent=1, default=str))
-    use_method(t, "imas"); batches = repeat_batches("imas", *trainer_batches(t)); _train_step(t, batches)
-    syncs = dict(sites=sync_sites(lambda: _train_step(t, batches)), seconds_per_step=sync_cost(t, steps))
+    m = DEFAULT_METHOD; use_method(t, m); batches = repeat_batches(m, *trainer_batches(t)); _train_step(t, batches)
+    syncs = dict(sites=sync_sites(lambda: _train_step(t, batches)), seconds_per_step=sync_cost(t, steps, method=m))
     (out / "syncs.json").write_text(json.dumps(syncs, indent=1))
-    table, shares = profile_step(t, "imas", 3, row_limit=30)
+    table, shares = profile_step(t, m, 3, row_limit=30)
     (out / "profile.txt").write_text(table + "\n" + json.dumps({f"{k}_share": v for k, v in shares.items()}) + "\n")
     del t, batches; gc.collect(); torch.cuda.empty_cache()
     parts = []
@@ -319,39 +319,37 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m imas_lab.bench", description=__doc__)
     sub = p.add_subparsers(dest="what", required=True)
     s = sub.add_parser("step", help="seconds per training step of each method")
-    s.add_argument("--methods", default="fixmatch,imas"); s.add_argument("--steps", type=int, default=10)
+    s.add_argument("--methods", help="comma-separated (default: every semi-supervised method)")
+    s.add_argument("--steps", type=int, default=10)
     s.add_argument("--warmup", type=int, default=3); s.add_argument("--rounds", type=int, default=3)
     s.add_argument("--preset", default="toy"); s.add_argument("--device", default="auto")
     s.add_argument("--batch_size", "--batch-size", type=int); s.add_argument("--json", action="store_true")
-    s.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(s)
     t = sub.add_parser("matrix", help="the GPU table: fixmatch and imas under each row of GPU_MATRIX")
     t.add_argument("--preset", default="voc"); t.add_argument("--steps", type=int, default=10)
     t.add_argument("--rows", help="comma-separated names of GPU_MATRIX rows (default: all)")
     t.add_argument("--csv", help="also write the table to this CSV file")
-    t.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(t)
     ld = sub.add_parser("loader", help="pairs/s the training loaders deliver from generated VOC-sized JPEGs")
     ld.add_argument("--root", help="a VOC-layout folder (default: generate --images JPEGs in a temporary folder)")
     ld.add_argument("--images", type=int, default=256); ld.add_argument("--preset", default="voc")
     ld.add_argument("--batches", type=int, default=40); ld.add_argument("--num_workers", "--num-workers", type=int)
     pr = sub.add_parser("profile", help="torch.profiler table of a few steps, and the shares of hardness and augmentation")
-    pr.add_argument("--method", default="imas"); pr.add_argument("--preset", default="toy")
+    pr.add_argument("--method", default=DEFAULT_METHOD); pr.add_argument("--preset", default="toy")
     pr.add_argument("--steps", type=int, default=3); pr.add_argument("--device", default="auto")
-    pr.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(pr)
     rp = sub.add_parser("report", help="the GPU report: matrix, host syncs, profile and loaders, written into --out")
     rp.add_argument("--out", required=True); rp.add_argument("--preset", default="voc")
     rp.add_argument("--rows", help="comma-separated names of GPU_MATRIX rows (default: all)")
     rp.add_argument("--steps", type=int, default=10); rp.add_argument("--images", type=int, default=256)
-    rp.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE")
+    add_set_argument(rp)
     a = p.parse_args(argv)
     if a.what == "report": return _report_command(a)
     if a.what == "matrix": return _matrix_command(a)
     if a.what == "loader": return _loader_command(a)
     if a.what == "profile": return _profile_command(a)
-    from imas_lab.train import _setting
-    settings = dict(map(_setting, a.settings))
-    r = bench_step(tuple(a.methods.split(",")), a.steps, a.warmup, a.rounds, a.preset, device=a.device,
-                   batch_size=a.batch_size, **settings)
-    ms = a.methods.split(",")
+    ms = a.methods.split(",") if a.methods else semi_supervised()
+    r = bench_step(ms, a.steps, a.warmup, a.rounds, a.preset, device=a.device, batch_size=a.batch_size, **dict(a.settings))
     print(json.dumps(r) if a.json else "\n".join(f"{k}: {v}" for k, v in r.items()))
     if not a.json and len(ms) == 2: print(f"{ms[1]} / {ms[0]}: {r[ms[1]] / r[ms[0]]:.3f}x")
 
@@ -363,20 +361,17 @@ def _rows(a) -> dict:
     return {k: GPU_MATRIX[k] for k in a.rows.split(",")}
 
 def _matrix_command(a):
-    from imas_lab.train import _setting
-    table = bench_matrix(_rows(a), a.preset, a.steps, **dict(map(_setting, a.settings)))
+    table = bench_matrix(_rows(a), a.preset, a.steps, **dict(a.settings))
     if a.csv: table.to_csv(a.csv, index=False)
     print(frame_markdown(table))
 
 def _report_command(a):
-    from imas_lab.train import _setting
-    out = report(a.out, a.preset, _rows(a), a.steps, a.images, **dict(map(_setting, a.settings)))
+    out = report(a.out, a.preset, _rows(a), a.steps, a.images, **dict(a.settings))
     for name in ("env.json", "syncs.json", "loader.json", "matrix.md"): print((out / name).read_text())
 
 # %% ../nbs/12_bench.ipynb #3cc7b8f1
 def _profile_command(a):
-    from imas_lab.train import _setting
-    table, shares = profile_step(bench_trainer(a.preset, device=a.device, **dict(map(_setting, a.settings))),
+    table, shares = profile_step(bench_trainer(a.preset, device=a.device, **dict(a.settings)),
                                  a.method, a.steps)
     print(table); print(json.dumps({f"{k}_share": v for k, v in shares.items()}))
 

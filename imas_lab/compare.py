@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import matplotlib.pyplot as plt
 
-from .config import METHODS, default_run_name, resolve_config
+from .config import add_set_argument, default_run_name, resolve_config
+from .methods import method_names
 from .rundir import RunDir
 
 # %% auto #0
@@ -41,7 +42,8 @@ def compare_runs(paths_or_glob) -> pd.DataFrame:
 
 # %% ../nbs/14_compare.ipynb #d98b1a05
 def _method_order(methods) -> list[str]:
-    return sorted(set(methods), key=lambda m: (METHODS.index(m) if m in METHODS else len(METHODS), m))
+    order = method_names()
+    return sorted(set(methods), key=lambda m: (order.index(m) if m in order else len(order), m))
 
 def plot_runs(table: pd.DataFrame, metric: str = "miou_teacher"):
     "Learning curves (`metric` per evaluation) of a `compare_runs` table: a panel per split, seeds thin, mean bold."
@@ -130,16 +132,15 @@ def _csv_list(typ):
     return lambda text: [typ(x) for x in text.split(",") if x]
 
 def parser() -> argparse.ArgumentParser:
-    from imas_lab.train import _setting
     p = argparse.ArgumentParser(prog="python -m imas_lab.compare", description="Compare runs; sweep with papermill.")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("table", help="the table of finished runs"); t.add_argument("runs", nargs="+")
     s = sub.add_parser("sweep", help="run nbs/train.ipynb for every split x method x seed")
     s.add_argument("--splits", type=_csv_list(str), required=True)
-    s.add_argument("--methods", type=_csv_list(str), default=["supervised", "fixmatch", "imas"])
+    s.add_argument("--methods", type=_csv_list(str), default=list(method_names()))
     s.add_argument("--seeds", type=_csv_list(int), default=[0, 1, 2])
     s.add_argument("--runs_root", "--runs-root", default="runs"); s.add_argument("--dataset", default="toy")
-    s.add_argument("--notebook"); s.add_argument("--set", dest="params", type=_setting, action="append", default=[])
+    s.add_argument("--notebook"); add_set_argument(s, dest="params")
     for q in (t, s):
         q.add_argument("--csv", help="also write every run's row to this CSV file")
         q.add_argument("--plot", help="also save the runs' learning curves (`plot_runs`) to this image file")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_config.ipynb #6769d169
 from __future__ import annotations
-import dataclasses
+import argparse, dataclasses
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import yaml
@@ -12,10 +12,11 @@ import yaml
 from .model import UNET_WIDTHS
 from .splits import SPLIT_FAMILIES
 from .step import BN_STATS
+from .methods import DEFAULT_METHOD, get_method
 
 # %% auto #0
-__all__ = ['PRESETS', 'METHODS', 'DEFAULT_LAMBDA_U', 'Config', 'load_yaml', 'resolve_config', 'default_run_name', 'save_config',
-           'config_from_dict', 'config_diff']
+__all__ = ['PRESETS', 'Config', 'load_yaml', 'resolve_config', 'default_run_name', 'save_config', 'config_from_dict',
+           'config_diff', 'parse_setting', 'add_set_argument']
 
 # %% ../nbs/07_config.ipynb #98dfd5f9
 @dataclass
@@ -26,7 +27,7 @@ class Config:
     data_root: str | None = None    # default: data/<dataset folder>
     split: str = "1/8"              # "1/16", "662" or "full"
     splits_dir: str | None = None   # a folder of published split files (UniMatch's splits/pascal, ...); None: sample
-    split_family: str = "imas"      # whose split files: imas | u2pl | unimatch (see imas_lab.splits)
+    split_family: str = SPLIT_FAMILIES[0]  # whose split files: imas | u2pl | unimatch (see imas_lab.splits)
     crop_size: int = 64
     base_size: int = 64             # long side of the image before the 0.5-2.0 rescale of the weak view
     scale_range: tuple = (0.5, 2.0)  # random rescale of the weak view, as a ratio of base_size
@@ -43,10 +44,10 @@ class Config:
     low_channels: int = 48          # width of the projected low-level features
     unet_widths: tuple = UNET_WIDTHS  # channels per level of backbone="unet"
     # method
-    method: str = "imas"            # supervised | fixmatch | imas
+    method: str = DEFAULT_METHOD    # a registered method (imas_lab.methods): supervised | fixmatch | imas | unimatch
     tau: float = 0.95               # confidence threshold of pseudo-labels and hardness
-    lambda_u: float | None = None   # unlabeled loss weight; None: 3.0 for imas (published), 1.0 for fixmatch
-    cutmix_p: float = 0.5           # fixmatch's CutMix probability (imas uses the mean easiness)
+    lambda_u: float | None = None   # unlabeled loss weight; None: the method's default (imas 3.0 as published)
+    cutmix_p: float = 0.5           # CutMix probability of fixmatch and unimatch (imas uses the mean easiness)
     ignore_background: bool = True  # hardness leaves class 0 out of the weighted IoU
     sup_loss: str = "ce"            # ce | ohem
     ohem_thresh: float = 0.7
@@ -111,8 +112,6 @@ PRESETS = {
                        lr=0.01, head_lr_mult=1.0, weight_decay=5e-4, eval_mode="sliding", eval_window=769,
                        eval_every=None, num_workers=4),
 }
-METHODS = ("supervised", "fixmatch", "imas")
-DEFAULT_LAMBDA_U = {"supervised": 0.0, "fixmatch": 1.0, "imas": 3.0}
 
 # %% ../nbs/07_config.ipynb #866cc7e6
 def _check_keys(d: dict, where: str):
@@ -142,13 +141,13 @@ def resolve_config(dataset: str = "toy", config: str | None = None, **params) ->
     layers.update(explicit)
     if "epochs" in user and "max_iters" not in user: layers["max_iters"] = None  # the user's epochs win over a preset's iterations
     cfg = Config(dataset=layers.pop("dataset", dataset), **layers)
-    if cfg.method not in METHODS: raise ValueError(f"method={cfg.method!r} is not one of {METHODS}")
+    method = get_method(cfg.method)  # raises for an unknown method, naming the known ones
     if cfg.ema_warmup not in (None, "epoch"):
         raise ValueError(f"ema_warmup={cfg.ema_warmup!r}: expected None or 'epoch'")
     if cfg.bn_stats not in BN_STATS: raise ValueError(f"bn_stats={cfg.bn_stats!r} is not one of {BN_STATS}")
     if cfg.split_family not in SPLIT_FAMILIES:
         raise ValueError(f"split_family={cfg.split_family!r} is not one of {SPLIT_FAMILIES}")
-    if cfg.lambda_u is None: cfg.lambda_u = DEFAULT_LAMBDA_U[cfg.method]
+    if cfg.lambda_u is None: cfg.lambda_u = method.default_lambda_u
     if cfg.checkpoint_every is None: cfg.checkpoint_every = cfg.eval_every
     if cfg.run_dir is None: cfg.run_dir = str(Path("runs") / default_run_name(cfg))
     return cfg
@@ -170,3 +169,15 @@ def config_diff(a: Config, b: Config, keys=None) -> dict:
     "`{field: (a's value, b's value)}` for the fields (or just `keys`) that differ."
     da, db = asdict(a), asdict(b)
     return {k: (da[k], db[k]) for k in (keys or da) if da[k] != db[k]}
+
+# %% ../nbs/07_config.ipynb #582fab42
+def parse_setting(text: str) -> tuple[str, object]:
+    "`'key=value'` -> `(key, value)`, the value read as YAML (numbers, booleans, lists)."
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip(): raise argparse.ArgumentTypeError(f"--set {text!r}: expected key=value")
+    return key.strip(), yaml.safe_load(value)
+
+def add_set_argument(p: argparse.ArgumentParser, dest: str = "settings"):
+    "Declare `--set KEY=VALUE` (repeatable) on parser `p`; the parsed pairs land in `dest`."
+    p.add_argument("--set", dest=dest, type=parse_setting, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other setting (a Config field), the value read as YAML; repeatable")

@@ -19,9 +19,9 @@ from torchvision.models.segmentation.fcn import FCNHead
 from torchvision.ops import Conv2dNormActivation
 
 # %% auto #0
-__all__ = ['ASPP_RATES', 'MULTI_GRID', 'RESNETS', 'MOBILENETS', 'BACKBONES', 'UNET_WIDTHS', 'dilate_stage', 'apply_multi_grid',
-           'make_deep_stem', 'build_backbone', 'DeepLabV3Plus', 'UNet', 'build_model', 'BackboneLoad', 'load_backbone',
-           'imagenet_checkpoint', 'param_groups']
+__all__ = ['ASPP_RATES', 'MULTI_GRID', 'RESNETS', 'MOBILENETS', 'BACKBONES', 'UNET_WIDTHS', 'FP_DROPOUT', 'dilate_stage',
+           'apply_multi_grid', 'make_deep_stem', 'build_backbone', 'DeepLabV3Plus', 'UNet', 'with_perturbed',
+           'split_perturbed', 'build_model', 'BackboneLoad', 'load_backbone', 'imagenet_checkpoint', 'param_groups']
 
 # %% ../nbs/06_model.ipynb #984f2b06
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}   # output stride -> ASPP atrous rates
@@ -132,13 +132,16 @@ class DeepLabV3Plus(nn.Module):
         self.aux_head = FCNHead(ch["aux"], num_classes) if aux else None
         if pretrained not in (None, False): self.load_pretrained(pretrained)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, fp: bool = False) -> dict[str, torch.Tensor]:
+        "Logits `out` (+ `aux`); with `fp` also `out_fp`, decoded from the encoder features under channel dropout."
         feats = self.backbone(x)
+        if fp: feats = with_perturbed(feats)
         low = self.low_proj(feats["low"])
         y = F.interpolate(self.aspp(feats["out"]), size=low.shape[-2:], mode="bilinear", align_corners=False)
         y = self.classifier(self.decoder(torch.cat([y, low], dim=1)))
         up = lambda t: F.interpolate(t.contiguous(), size=x.shape[-2:], mode="bilinear", align_corners=False)  # NCHW logits
-        return {"out": up(y), "aux": up(self.aux_head(feats["aux"]))} if self.aux_head is not None else {"out": up(y)}
+        out = {"out": up(y), "aux": up(self.aux_head(feats["aux"]))} if self.aux_head is not None else {"out": up(y)}
+        return split_perturbed(out) if fp else out
 
     def load_pretrained(self, pretrained: bool | str | os.PathLike) -> "BackboneLoad":
         "Load ImageNet weights into the backbone: `True`/`'imagenet'` (local torch cache) or a checkpoint path."
@@ -168,14 +171,29 @@ class UNet(nn.Module):
         self.decoder = nn.ModuleList(_double_conv(w + wd, w) for w, wd in zip(widths[:-1], widths[1:]))
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, fp: bool = False) -> dict[str, torch.Tensor]:
+        "Logits `out`; with `fp` also `out_fp`, decoded from the encoder features under channel dropout."
         skips = []
         for i, level in enumerate(self.backbone):
             x = level(F.max_pool2d(x, 2, ceil_mode=True) if i else x); skips.append(x)
+        if fp: skips = list(with_perturbed(dict(enumerate(skips))).values()); x = skips[-1]
         for level, skip in zip(reversed(self.decoder), reversed(skips[:-1])):
             up = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = level(torch.cat([up, skip], dim=1))
-        return {"out": self.classifier(x)}
+        out = {"out": self.classifier(x)}
+        return split_perturbed(out) if fp else out
+
+# %% ../nbs/06_model.ipynb #3233b8fd
+FP_DROPOUT = 0.5  # channel dropout of UniMatch's feature perturbation
+
+def with_perturbed(feats: dict) -> dict:
+    "Each feature map `[B,C,h,w]` followed by a copy under channel dropout: the batch doubled to `[2B,C,h,w]`."
+    return {k: torch.cat([f, F.dropout2d(f, FP_DROPOUT, training=True)]) for k, f in feats.items()}
+
+def split_perturbed(out: dict) -> dict:
+    "The outputs of a doubled batch back to `B`: the clean half as they were, the perturbed `out` as `out_fp`."
+    halves = {k: v.chunk(2) for k, v in out.items()}
+    return {**{k: h[0] for k, h in halves.items()}, "out_fp": halves["out"][1]}
 
 # %% ../nbs/06_model.ipynb #4512c6f0
 def build_model(num_classes: int, backbone: str = "resnet50", output_stride: int = 16,

@@ -16,19 +16,24 @@ from .losses import pseudo_label_loss
 from .data import normalize
 
 # %% auto #0
-__all__ = ['PROFILE_SCOPES', 'VIEW_BUILDERS', 'BN_STATS', 'Views', 'predict_eval', 'fixmatch_views', 'imas_views',
+__all__ = ['PROFILE_SCOPES', 'BN_STATS', 'View', 'Views', 'predict_eval', 'strong_and_cutmix', 'fixmatch_views', 'imas_views',
            'forward_split', 'unlabeled_loss', 'keep_bn_stats', 'forward_views', 'student_views']
 
 # %% ../nbs/10_step.ipynb #a943c8c0
+class View(NamedTuple):
+    "One unlabeled view the student trains on, with its targets."
+    img: torch.Tensor     # normalised images [B,3,H,W]
+    mask_u: torch.Tensor  # pseudo-labels [B,H,W]
+    conf_u: torch.Tensor  # their confidences [B,H,W]
+    ignore: torch.Tensor  # pixels left out of the loss (padding) [B,H,W]
+    weight: torch.Tensor  # 0-dim weight of the view in the loss: 1, or whether its CutMix fired
+
 class Views(NamedTuple):
-    "Unlabeled views for the student and their targets (lists run over views: strong, cutmix)."
-    imgs: list[torch.Tensor]        # normalised images [B,3,H,W]
-    mask_u: list[torch.Tensor]      # pseudo-labels [B,H,W]
-    conf_u: list[torch.Tensor]      # teacher confidences [B,H,W]
-    ignore: list[torch.Tensor]      # pixels left out of the loss (padding) [B,H,W]
-    view_weight: list[torch.Tensor] # 0-dim: 1, or whether CutMix fired
-    weight: torch.Tensor | None     # per-instance loss weight [B] (iMAS: easiness)
-    hardness: HardnessParts | None  # iMAS only
+    "The strong and the CutMix view of a weak-to-strong step, the per-instance loss weight and the hardness."
+    strong: View
+    cutmix: View
+    instance_weight: torch.Tensor | None = None  # per-instance loss weight [B] (iMAS: easiness)
+    hardness: HardnessParts | None = None        # iMAS only
 
 @torch.no_grad()
 def predict_eval(model: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
@@ -41,6 +46,12 @@ def predict_eval(model: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
 # %% ../nbs/10_step.ipynb #14c8b6a2
 PROFILE_SCOPES = {"hardness": "imas_lab.hardness", "augment": "imas_lab.augment"}
 
+def strong_and_cutmix(img_u_s, mask_u, conf_u, pad_u, mix, **kw) -> Views:
+    "`Views` of the strong images `img_u_s` (targets `mask_u`, `conf_u`, padding `pad_u`) and CutMix result `mix`."
+    strong = View(img=img_u_s, mask_u=mask_u, conf_u=conf_u, ignore=pad_u, weight=torch.ones((), device=img_u_s.device))
+    cutmix = View(img=mix.img, mask_u=mix.mask_u, conf_u=mix.conf_u, ignore=mix.extra[0], weight=mix.fired.float())
+    return Views(strong=strong, cutmix=cutmix, **kw)
+
 def fixmatch_views(teacher, student, img_u_w01, pad_u, generator, cutmix_p: float = 0.5) -> Views:
     "Steps 1, 3-6 of a FixMatch-style method: pseudo-labels, strong view, plain CutMix."
     img_u_w = normalize(img_u_w01)
@@ -48,9 +59,7 @@ def fixmatch_views(teacher, student, img_u_w01, pad_u, generator, cutmix_p: floa
     with record_function(PROFILE_SCOPES["augment"]):
         img_u_s = normalize(strong_augment(img_u_w01, generator=generator)[0])
         mix = random_cutmix(img_u_w, mask_u, conf_u, p=cutmix_p, generator=generator, extra=pad_u)
-    one = torch.ones((), device=img_u_w.device)
-    return Views([img_u_s, mix.img], [mask_u, mix.mask_u], [conf_u, mix.conf_u], [pad_u, mix.extra[0]],
-                 [one, mix.fired.float()], None, None)
+    return strong_and_cutmix(img_u_s, mask_u, conf_u, pad_u, mix)
 
 # %% ../nbs/10_step.ipynb #9a0ac9ee
 def imas_views(teacher, student, img_u_w01, pad_u, generator, tau: float = 0.95, ignore_background: bool = True) -> Views:
@@ -63,24 +72,19 @@ def imas_views(teacher, student, img_u_w01, pad_u, generator, tau: float = 0.95,
     with record_function(PROFILE_SCOPES["augment"]):
         img_u_s = adaptive_mix(normalize(strong_augment(img_u_w01, generator=generator)[0]), img_u_w, hard.easiness)
         mix = hardness_cutmix(img_u_w, mask_u, conf_u, hard.gamma, generator=generator, extra=pad_u)
-    one = torch.ones((), device=img_u_w.device)
-    return Views([img_u_s, mix.img], [mask_u, mix.mask_u], [conf_u, mix.conf_u], [pad_u, mix.extra[0]],
-                 [one, mix.fired.float()], hard.easiness, hard)
-
-VIEW_BUILDERS = {"fixmatch": fixmatch_views, "imas": imas_views}
+    return strong_and_cutmix(img_u_s, mask_u, conf_u, pad_u, mix, instance_weight=hard.easiness, hardness=hard)
 
 # %% ../nbs/10_step.ipynb #f77d4259
-def forward_split(student, imgs: list[torch.Tensor]) -> list[dict]:
-    "One student forward on the concatenated `imgs`; its output dict split back per input."
-    out = student(torch.cat(imgs))
+def forward_split(student, imgs: list[torch.Tensor], **kwargs) -> list[dict]:
+    "One student forward on the concatenated `imgs` (`kwargs` passed on); its output dict split back per input."
+    out = student(torch.cat(imgs), **kwargs)
     sizes = [len(i) for i in imgs]
     return [dict(zip(out, parts)) for parts in zip(*(o.split(sizes) for o in out.values()))]
 
-def unlabeled_loss(outs: list[dict], views: Views, tau: float) -> torch.Tensor:
-    "Step 8: weighted mean of the masked pseudo-label loss over the views in `outs` (the first `len(outs)` views)."
-    losses = [pseudo_label_loss(o["out"], m, c, tau, views.weight, ign)
-              for o, m, c, ign in zip(outs, views.mask_u, views.conf_u, views.ignore)]
-    w = torch.stack(views.view_weight[:len(outs)])
+def unlabeled_loss(outs: list[dict], views: list[View], tau: float, instance_weight: torch.Tensor | None = None):
+    "Step 8: the masked pseudo-label loss of each output in `outs` against its view, averaged by the views' weights."
+    losses = [pseudo_label_loss(o["out"], v.mask_u, v.conf_u, tau, instance_weight, v.ignore) for o, v in zip(outs, views)]
+    w = torch.stack([v.weight for v in views])
     return (torch.stack(losses) * w).sum() / w.sum()
 
 # %% ../nbs/10_step.ipynb #73b1648b
@@ -104,6 +108,6 @@ def forward_views(student, img_x: torch.Tensor, imgs_u: list[torch.Tensor], bn_s
     with keep_bn_stats(student): return [out_x, *forward_split(student, imgs_u)]
 
 # %% ../nbs/10_step.ipynb #cc261563
-def student_views(views: Views) -> list[torch.Tensor]:
-    "The unlabeled images the student trains on: the strong view, and the CutMix view if it fired (one host sync)."
-    return views.imgs if bool(views.view_weight[1]) else views.imgs[:1]
+def student_views(views: Views) -> list[View]:
+    "The views the student trains on: the strong view, and the CutMix view if it fired (one host sync)."
+    return [views.strong, views.cutmix] if bool(views.cutmix.weight) else [views.strong]

@@ -4,9 +4,10 @@
 
 # %% ../nbs/11_train.ipynb #81b97e15
 from __future__ import annotations
-import argparse, dataclasses, math, os, random, time
+import argparse, dataclasses, inspect, math, os, random, time, typing
 from contextlib import nullcontext
 from functools import partial
+from types import SimpleNamespace
 from typing import NamedTuple
 import numpy as np
 import pandas as pd
@@ -15,9 +16,10 @@ import torch.distributed as dist
 from torch import nn
 import yaml
 from tqdm.auto import tqdm
+from fastcore.basics import patch
 
 from .core import get_device, seed_everything
-from .config import Config, resolve_config, config_from_dict, config_diff
+from .config import Config, resolve_config, config_from_dict, config_diff, add_set_argument
 from .data import SegData, build_dataset, normalize
 from .splits import make_split, write_split
 from .loaders import build_loaders, mix_seed
@@ -27,13 +29,13 @@ from .pretrain import TOY_ENCODER, arch_kwargs, toy_encoder
 from .losses import ce_loss, ohem_ce_loss, supervised_loss
 from .optim import make_optimizer, set_poly_lr, ema_decay, make_teacher, ema_update, amp_dtype, make_scaler, save_atomic
 from .evaluate import evaluate
-from .step import VIEW_BUILDERS, forward_views, unlabeled_loss, student_views
+from .methods import DEFAULT_METHOD, Nets, Batch, get_method, method_names
 from .rundir import RunDir, plot_curves, plot_hardness
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'LOG_SUMS', 'Dist', 'init_distributed', 'barrier', 'mean_over_ranks', 'gather_rows', 'gather_objects',
-           'build_model', 'pretrained_path', 'check_checkpoint', 'rng_state', 'set_rng_state', 'Trainer', 'view_kwargs',
-           'NonFiniteLoss', 'train', 'parser', 'main']
+__all__ = ['RESUME_FREE', 'LOG_SUMS', 'RUN_PARAMS', 'Dist', 'init_distributed', 'barrier', 'mean_over_ranks', 'gather_rows',
+           'gather_objects', 'build_model', 'pretrained_path', 'check_checkpoint', 'rng_state', 'set_rng_state',
+           'Trainer', 'NonFiniteLoss', 'run_config', 'train', 'parser', 'main']
 
 # %% ../nbs/11_train.ipynb #6d93e67c
 class Dist(NamedTuple):
@@ -120,16 +122,29 @@ class Trainer:
         self.is_main, self.run = self.dist.rank == 0, RunDir(cfg.run_dir)
         self.data = data if data is not None else build_dataset(cfg.dataset, cfg.data_root)
         if self.is_main: self.run.check(resume=cfg.resume)
-        self.setup_data(); self.setup_model(); self.setup_optimizer(); self.reset_logs()
+        self.setup_method(); self.setup_data(); self.setup_model(); self.setup_optimizer(); self.reset_logs()
         self.it, self.epoch, self.seconds, self.best_miou, self.summary = 0, 0, 0.0, -1.0, None
         if cfg.resume: self.load_checkpoint(self.run.last)
         if self.is_main: self.run.start(cfg); write_split(self.loaders.split, self.run.path)
 
+# %% ../nbs/11_train.ipynb #f159e52e
+@patch(cls_method=True)
+def for_model(cls: Trainer, cfg: Config, num_classes: int) -> Trainer:
+    "A trainer of `cfg`'s method, model, teacher and optimizer for `num_classes` classes, without data or run dir."
+    t = cls.__new__(cls)
+    t.cfg, (t.dist, t.device) = cfg, init_distributed(cfg.device)
+    t.is_main, t.data = t.dist.rank == 0, SimpleNamespace(num_classes=num_classes)
+    t.setup_method(); t.setup_model(); t.setup_optimizer(); t.reset_logs()
+    t.it, t.epoch, t.max_iters = 0, 0, 10**9
+    return t
+
 # %% ../nbs/11_train.ipynb #c063f1f7
-def _setup_data(self: Trainer):
+@patch
+def setup_data(self: Trainer):
+    "The split, the loaders sharded over processes, and the schedule's length in iterations."
     cfg, d = self.cfg, self.dist
     split = make_split(self.data, cfg.split, cfg.seed, cfg.splits_dir, cfg.split_family)
-    if cfg.method != "supervised" and not split.unlabeled: split = dataclasses.replace(split, unlabeled=split.labeled)
+    if self.method.unlabeled and not split.unlabeled: split = dataclasses.replace(split, unlabeled=split.labeled)
     self.loaders = build_loaders(self.data, split, cfg.batch_size, cfg.crop_size, cfg.base_size, cfg.scale_range, cfg.seed,
                                  num_workers=cfg.num_workers, device=self.device, rank=d.rank, world_size=d.world_size,
                                  check=self.is_main, val_batch_size=cfg.val_batch_size,
@@ -140,10 +155,11 @@ def _setup_data(self: Trainer):
                          f"({self.loaders.iters_per_epoch} batches per process)")
     if cfg.max_iters is None and cfg.epochs is None: raise ValueError("set max_iters or epochs")
     self.max_iters = cfg.max_iters or cfg.epochs * self.iters_per_epoch
-Trainer.setup_data = _setup_data
 
 # %% ../nbs/11_train.ipynb #4a8dae8f
-def _setup_model(self: Trainer):
+@patch
+def setup_model(self: Trainer):
+    "The seeded student (channels-last, DDP, compiled as asked) and its EMA teacher."
     cfg, dev = self.cfg, self.device
     pretrained = pretrained_path(cfg, dev)  # before seeding: a first run that trains the encoder starts alike
     seed_everything(cfg.seed)
@@ -157,71 +173,70 @@ def _setup_model(self: Trainer):
                 if self.dist.world_size > 1 else None)
     self.student = self.ddp or model
     if cfg.compile: self.student = torch.compile(self.student)
-Trainer.setup_model = _setup_model
 
 # %% ../nbs/11_train.ipynb #3db39ae0
-def view_kwargs(cfg: Config) -> dict:
-    "The settings `cfg.method`'s view builder takes."
-    return dict(cutmix_p=cfg.cutmix_p) if cfg.method == "fixmatch" else dict(tau=cfg.tau, ignore_background=cfg.ignore_background)
+@patch
+def setup_method(self: Trainer):
+    "The method of `cfg.method` with its settings, the supervised loss, and the generator of its random draws."
+    cfg = self.cfg
+    criterion = partial(ohem_ce_loss, thresh=cfg.ohem_thresh, min_kept=cfg.ohem_min_kept) if cfg.sup_loss == "ohem" else ce_loss
+    self.method = get_method(cfg.method).from_config(cfg, partial(supervised_loss, criterion=criterion, aux_weight=cfg.aux_weight))
+    self.generator = torch.Generator(self.device).manual_seed(mix_seed(cfg.seed, self.dist.rank, 2))
 
-def _setup_optimizer(self: Trainer):
+@patch
+def setup_optimizer(self: Trainer):
+    "SGD over the backbone and head parameter groups, and mixed precision with its gradient scaler."
     cfg, dev = self.cfg, self.device
     groups = param_groups(self.model, cfg.lr, cfg.head_lr_mult, cfg.weight_decay)
     self.optimizer = make_optimizer(groups, cfg.momentum, cfg.weight_decay, dev)
     self.amp_dtype = amp_dtype(cfg.amp, dev); self.scaler = make_scaler(self.amp_dtype, dev)
-    self.criterion = partial(ohem_ce_loss, thresh=cfg.ohem_thresh, min_kept=cfg.ohem_min_kept) if cfg.sup_loss == "ohem" else ce_loss
-    self.build_views = partial(VIEW_BUILDERS[cfg.method], **view_kwargs(cfg)) if cfg.method in VIEW_BUILDERS else None
-    self.student_views = student_views  # which views the student trains on; the benchmark times an alternative
-    self.generator = torch.Generator(dev).manual_seed(mix_seed(cfg.seed, self.dist.rank, 2))
-Trainer.setup_optimizer = _setup_optimizer
 
 # %% ../nbs/11_train.ipynb #41f4817b
 LOG_SUMS = ("loss_x", "loss_u", "pl_ratio", "hardness", "steps")
 
-def _reset_logs(self: Trainer):
+@patch
+def reset_logs(self: Trainer):
+    "Empty running sums of the logs and no hardness rows."
     self.sums = torch.zeros(len(LOG_SUMS), device=self.device, dtype=torch.float64); self.hardness_rows = []
-Trainer.reset_logs = _reset_logs
 
 # %% ../nbs/11_train.ipynb #d2896a9e
-def _batches(self: Trainer):
+@patch
+def batches(self: Trainer):
+    "Pairs `(batch_x, batch_u)` from the current iteration on, forever (`batch_u` None without unlabeled images)."
     per_epoch, mb = self.loaders.iters_per_epoch, self.it * self.cfg.accumulate
     while True:
         self.epoch, start = divmod(mb, per_epoch)
         self.loaders.set_epoch(self.epoch, start)
-        unl = iter(self.loaders.unlabeled) if self.cfg.method != "supervised" else None
+        unl = iter(self.loaders.unlabeled) if self.method.unlabeled else None
         for batch_x in self.loaders.labeled:
             mb += 1; yield batch_x, next(unl) if unl is not None else None
-Trainer.batches = _batches
 
 # %% ../nbs/11_train.ipynb #64a39f05
-def _images(self: Trainer, batch: dict) -> torch.Tensor:
+@patch
+def images(self: Trainer, batch: dict) -> torch.Tensor:
     "The batch's uint8 images as floats in [0, 1] on the device."
     img = batch["img"].to(self.device, non_blocking=True).float().div_(255)
     return img.contiguous(memory_format=torch.channels_last) if self.channels_last else img
 
-def _autocast(self: Trainer):
+@patch
+def autocast(self: Trainer):
+    "The autocast context of the run's mixed precision (a no-op without it)."
     return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
-Trainer.images, Trainer.autocast = _images, _autocast
 
 # %% ../nbs/11_train.ipynb #d177f8eb
-def _losses(self: Trainer, batch_x: dict, batch_u: dict | None) -> dict:
-    cfg, img_x = self.cfg, normalize(self.images(batch_x))
-    mask_x = batch_x["mask"].to(self.device, non_blocking=True)
-    if batch_u is None:
-        with self.autocast(): out_x = self.student(img_x)
-        loss_x = supervised_loss(out_x, mask_x, self.criterion, cfg.aux_weight)
-        return dict(loss=loss_x, loss_x=loss_x, loss_u=torch.zeros_like(loss_x))
-    img_u_w01, pad_u = self.images(batch_u), batch_u["pad"].to(self.device, non_blocking=True)
-    with self.autocast():
-        views = self.build_views(self.teacher, self.model, img_u_w01, pad_u, self.generator)
-        out_x, *outs_u = forward_views(self.student, img_x, self.student_views(views), cfg.bn_stats)
-    loss_x = supervised_loss(out_x, mask_x, self.criterion, cfg.aux_weight)
-    loss_u = unlabeled_loss(outs_u, views, cfg.tau)
-    return dict(loss=loss_x + cfg.lambda_u * loss_u, loss_x=loss_x, loss_u=loss_u, views=views, idx_u=batch_u["idx"])
-Trainer.losses = _losses
+@patch
+def losses(self: Trainer, batch_x: dict, batch_u: dict | None) -> dict:
+    "The method's losses (and logs) on labeled batch `batch_x` and unlabeled batch `batch_u` (None: supervised)."
+    batch = Batch(img_x=normalize(self.images(batch_x)), mask_x=batch_x["mask"].to(self.device, non_blocking=True))
+    if batch_u is not None:
+        batch = batch._replace(img_u_w01=self.images(batch_u), pad_u=batch_u["pad"].to(self.device, non_blocking=True))
+    with self.autocast(): out = self.method.losses(Nets(self.student, self.model, self.teacher), batch, self.generator)
+    return dict(out, idx_u=batch_u["idx"] if batch_u is not None else None)
 
 # %% ../nbs/11_train.ipynb #7dfd1554
-def _train_iter(self: Trainer, batches):
+@patch
+def train_iter(self: Trainer, batches):
+    "One optimizer step: poly lr, `accumulate` micro-batches forward and backward, SGD, EMA teacher."
     set_poly_lr(self.optimizer, self.it, self.max_iters, self.cfg.poly_power)
     for a in range(self.cfg.accumulate):
         sync = self.ddp is None or a == self.cfg.accumulate - 1
@@ -232,26 +247,26 @@ def _train_iter(self: Trainer, batches):
     self.scaler.step(self.optimizer); self.scaler.update(); self.optimizer.zero_grad(set_to_none=True)
     copy_steps = self.iters_per_epoch if self.cfg.ema_warmup == "epoch" else None
     ema_update(self.teacher, self.model, ema_decay(self.it, self.cfg.ema_decay, copy_steps))
-Trainer.train_iter = _train_iter
 
 # %% ../nbs/11_train.ipynb #b8fe3b7d
-def _record(self: Trainer, out: dict):
-    views = out.get("views"); hard = views.hardness if views is not None else None
-    zero = out["loss_x"].new_zeros(())
-    pl = ((views.conf_u[0] >= self.cfg.tau) & ~views.ignore[0]).float().mean() if views is not None else zero
-    vals = [out["loss_x"].detach(), out["loss_u"].detach(), pl, hard.gamma.mean() if hard is not None else zero, zero + 1]
+@patch
+def record(self: Trainer, out: dict):
+    "Add one micro-batch's losses and logs to the running sums (on the device), and its hardness rows."
+    hard, zero = out.get("hardness"), out["loss_x"].new_zeros(())
+    vals = [out["loss_x"].detach(), out["loss_u"].detach(), out["pl_ratio"].detach(),
+            hard.gamma.mean() if hard is not None else zero, zero + 1]
     self.sums += torch.stack(vals).double()
     if hard is not None:
         cols = [out["idx_u"].to(self.device, non_blocking=True), hard.gamma, hard.rho_s, hard.rho_t]
         self.hardness_rows.append((self.it + 1, self.epoch, torch.stack([c.double() for c in cols], 1)))
-Trainer.record = _record
 
 # %% ../nbs/11_train.ipynb #96863dcb
 class NonFiniteLoss(FloatingPointError):
     "The training loss became NaN or infinite."
 
-def _check_finite(self: Trainer) -> list[float]:
-    "The mean of each log sum over the steps since the last row (all processes); raise if a loss is not finite."
+@patch
+def mean_logs(self: Trainer) -> list[float]:
+    "The mean of each log sum over the steps since the last row, over processes; raises `NonFiniteLoss` for NaN / inf."
     sums = mean_over_ranks(self.sums).tolist()
     means = [v / max(sums[-1], 1) for v in sums[:-1]]
     if not all(math.isfinite(v) for v in means):
@@ -259,29 +274,33 @@ def _check_finite(self: Trainer) -> list[float]:
         raise NonFiniteLoss(f"{self.cfg.method}: loss_x={means[0]}, loss_u={means[1]} by iteration {self.it}; stopped. "
                             f"Last good checkpoint: {last} (kept). Try a lower lr, or amp='off'.")
     return means
-Trainer.check_finite = _check_finite
 
 # %% ../nbs/11_train.ipynb #76e19e9b
-def _evaluate(self: Trainer, model) -> dict:
+@patch
+def evaluate(self: Trainer, model) -> dict:
+    "Val mIoU and per-class IoU of `model` under the run's evaluation protocol."
     cfg = self.cfg
     return evaluate(model, self.loaders.val, self.data.num_classes, self.device, normalize, cfg.eval_mode,
                     cfg.eval_window or cfg.crop_size, self.amp_dtype)
 
-def _log_row(self: Trainer) -> dict:
+@patch
+def log_row(self: Trainer) -> dict:
     "Check and average the logs, evaluate teacher and student, write a metrics row (and best.pt); reset the sums."
-    loss_x, loss_u, pl_ratio, hardness = self.check_finite()
+    loss_x, loss_u, pl_ratio, hardness = self.mean_logs()
     self.flush_hardness()
-    self.eval_teacher, eval_student = self.evaluate(self.teacher), self.evaluate(self.model)
-    row = dict(iter=self.it, epoch=self.epoch, loss_x=loss_x, loss_u=loss_u, miou_teacher=self.eval_teacher["miou"],
-               miou_student=eval_student["miou"], lr=self.optimizer.param_groups[0]["lr"], pl_ratio=pl_ratio,
-               hardness=hardness if self.cfg.method == "imas" else None, seconds=self.elapsed())
+    evals = dict(teacher=self.evaluate(self.teacher), student=self.evaluate(self.model))
+    self.eval_reported = evals[self.method.report]
+    row = dict(iter=self.it, epoch=self.epoch, loss_x=loss_x, loss_u=loss_u, miou_teacher=evals["teacher"]["miou"],
+               miou_student=evals["student"]["miou"], lr=self.optimizer.param_groups[0]["lr"], pl_ratio=pl_ratio,
+               hardness=hardness if self.method.logs_hardness else None, seconds=self.elapsed())
     if self.is_main: self.run.log_metrics(row)
-    if row["miou_teacher"] > self.best_miou: self.best_miou = row["miou_teacher"]; self.save_best()
+    if self.eval_reported["miou"] > self.best_miou: self.best_miou = self.eval_reported["miou"]; self.save_best()
     self.sums.zero_(); return row
-Trainer.evaluate, Trainer.log_row = _evaluate, _log_row
 
 # %% ../nbs/11_train.ipynb #eed16115
-def _flush_hardness(self: Trainer):
+@patch
+def flush_hardness(self: Trainer):
+    "Gather the hardness rows of all processes and append them to `hardness.csv` (rank 0)."
     if not self.hardness_rows: return
     rows = torch.cat([torch.cat([r.new_full((len(r), 1), it), r.new_full((len(r), 1), ep), r], 1)
                       for it, ep, r in self.hardness_rows])
@@ -291,30 +310,38 @@ def _flush_hardness(self: Trainer):
     ids = [r.id for r in self.loaders.unlabeled.dataset.records]
     self.run.log_hardness(df.assign(id=[ids[i] for i in df["idx"]]))
 
-def _elapsed(self: Trainer) -> float:
+@patch
+def elapsed(self: Trainer) -> float:
+    "Training seconds so far (the time of evaluations and checkpoints included)."
     now = time.perf_counter(); self.seconds += now - self._clock; self._clock = now
     return round(self.seconds, 2)
-Trainer.flush_hardness, Trainer.elapsed = _flush_hardness, _elapsed
 
 # %% ../nbs/11_train.ipynb #f28063d2
-def _state(self: Trainer) -> dict:
+@patch
+def state(self: Trainer) -> dict:
+    "The run's config, class names, iteration, best mIoU, time and the student's and teacher's weights."
     return dict(config=dataclasses.asdict(self.cfg), num_classes=self.data.num_classes, class_names=list(self.data.class_names),
                 iter=self.it, best_miou=self.best_miou, seconds=self.seconds, student=self.model.state_dict(),
                 teacher=self.teacher.state_dict())
 
-def _save_checkpoint(self: Trainer):
+@patch
+def save_checkpoint(self: Trainer):
+    "Write `checkpoints/last.pt`: `state` plus optimizer, scaler, log sums and every process's RNG."
     self.flush_hardness()
     rng = gather_objects(dict(rng_state(self.device), generator=self.generator.get_state().cpu(), sums=self.sums.cpu()))
     if self.is_main:
         save_atomic(dict(self.state(), optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(), ranks=rng),
                     self.run.last)
 
-def _save_best(self: Trainer):
+@patch
+def save_best(self: Trainer):
+    "Write `checkpoints/best.pt`: `state` and the best mIoU (rank 0)."
     if self.is_main: save_atomic(dict(self.state(), miou=self.best_miou), self.run.best)
-Trainer.state, Trainer.save_checkpoint, Trainer.save_best = _state, _save_checkpoint, _save_best
 
 # %% ../nbs/11_train.ipynb #e8847970
-def _load_checkpoint(self: Trainer, path):
+@patch
+def load_checkpoint(self: Trainer, path):
+    "Continue from checkpoint `path`: check its settings, restore weights, optimizer, RNG and logs."
     try: ckpt = torch.load(path, map_location=self.device, weights_only=True)
     except Exception as e: raise ValueError(f"cannot read checkpoint {path}: {e}") from e
     check_checkpoint(ckpt, self.cfg, self.data.num_classes, path)
@@ -326,12 +353,15 @@ def _load_checkpoint(self: Trainer, path):
     mine = ckpt["ranks"][self.dist.rank]
     set_rng_state(mine, self.device); self.generator.set_state(mine["generator"].cpu()); self.sums.copy_(mine["sums"])
     if self.is_main: self.run.truncate(self.it)
-Trainer.load_checkpoint = _load_checkpoint
 
 # %% ../nbs/11_train.ipynb #21139329
-def _due(self: Trainer, every: int | None) -> bool: return bool(every) and self.it % every == 0
+@patch
+def due(self: Trainer, every: int | None) -> bool:
+    "Whether the current iteration is a multiple of `every` (never for None or 0)."
+    return bool(every) and self.it % every == 0
 
-def _fit(self: Trainer, until: int | None = None) -> dict | None:
+@patch
+def fit(self: Trainer, until: int | None = None) -> dict | None:
     "Train to iteration `until` (default `max_iters`); return the summary once the run is complete."
     until = self.max_iters if until is None else min(until, self.max_iters)
     batches, self._clock = self.batches(), time.perf_counter()
@@ -341,64 +371,64 @@ def _fit(self: Trainer, until: int | None = None) -> dict | None:
             if self.due(self.cfg.eval_every) or self.it == self.max_iters:
                 bar.set_postfix(miou=f"{self.log_row()['miou_teacher']:.1f}")
             if self.due(self.cfg.checkpoint_every) or self.it == until:
-                self.check_finite(); self.save_checkpoint()
+                self.mean_logs(); self.save_checkpoint()
     return self.finish() if self.it == self.max_iters else None
-Trainer.due, Trainer.fit = _due, _fit
 
 # %% ../nbs/11_train.ipynb #e17a5cd1
-def _finish(self: Trainer) -> dict:
+@patch
+def finish(self: Trainer) -> dict:
+    "The run's summary (computed once) and, on rank 0, its files."
     if self.summary is not None: return self.summary
-    cfg, iou = self.cfg, self.eval_teacher["iou"]
-    self.summary = dict(best_miou=round(self.best_miou, 2), final_miou=round(self.eval_teacher["miou"], 2),
+    cfg, iou = self.cfg, self.eval_reported["iou"]
+    self.summary = dict(best_miou=round(self.best_miou, 2), final_miou=round(self.eval_reported["miou"], 2),
                         per_class_iou={n: None if math.isnan(v) else v for n, v in zip(self.data.class_names, iou)},
-                        iters=self.it, seconds=round(self.seconds, 1), world_size=self.dist.world_size,
+                        iters=self.it, seconds=round(self.seconds, 1), world_size=self.dist.world_size, reported=self.method.report,
                         method=cfg.method, split=cfg.split, seed=cfg.seed, dataset=cfg.dataset,
                         split_source=self.loaders.split.source, split_family=cfg.split_family if cfg.splits_dir else None)
     if self.is_main: self.write_outputs()
     return self.summary
 
-def _write_outputs(self: Trainer):
+@patch
+def write_outputs(self: Trainer):
+    "Write `summary.json`, `curves.png` and `hardness.png` into the run dir."
     import matplotlib.pyplot as plt
     logs = self.run.read(); self.run.write_summary(self.summary)
     title = f"{self.cfg.dataset} {self.cfg.split} {self.cfg.method} seed {self.cfg.seed}"
     plt.close(plot_curves(logs["metrics"], self.run.path / "curves.png", title))
     if len(logs["hardness"]): plt.close(plot_hardness(logs["hardness"], self.run.path / "hardness.png"))
-Trainer.finish, Trainer.write_outputs = _finish, _write_outputs
 
 # %% ../nbs/11_train.ipynb #d0b37364
-def train(dataset: str = "toy", data_root: str | None = None, split: str = "1/8", method: str = "imas",
-          backbone: str | None = None, epochs: int | None = None, max_iters: int | None = None,
-          batch_size: int | None = None, crop_size: int | None = None, lr: float | None = None, accumulate: int = 1,
-          seed: int = 0, device: str = "auto", amp: str = "auto", eval_every: int | None = None,
-          checkpoint_every: int | None = None, run_dir: str | None = None, resume: bool = False,
-          config: str | None = None, **settings) -> dict:
-    "Run one experiment; `settings` may set any other `Config` field. Returns the summary."
-    cfg = resolve_config(dataset, config, data_root=data_root, split=split, method=method, backbone=backbone,
-                         epochs=epochs, max_iters=max_iters, batch_size=batch_size, crop_size=crop_size, lr=lr,
-                         accumulate=accumulate, seed=seed, device=device, amp=amp, eval_every=eval_every,
-                         checkpoint_every=checkpoint_every, run_dir=run_dir, resume=resume, **settings)
-    return Trainer(cfg).fit()
+def run_config(dataset: str = "toy", data_root: str | None = None, split: str = "1/8", method: str = DEFAULT_METHOD,
+               backbone: str | None = None, epochs: int | None = None, max_iters: int | None = None,
+               batch_size: int | None = None, crop_size: int | None = None, lr: float | None = None,
+               accumulate: int = 1, seed: int = 0, device: str = "auto", amp: str = "auto",
+               eval_every: int | None = None, checkpoint_every: int | None = None, run_dir: str | None = None,
+               resume: bool = False, config: str | None = None, **settings) -> Config:
+    "The config of one experiment from the public run parameters; `settings` may set any other `Config` field."
+    params = {k: v for k, v in locals().items() if k not in ("dataset", "config", "settings")}
+    return resolve_config(dataset, config, **params, **settings)
+
+RUN_PARAMS = tuple(k for k, v in inspect.signature(run_config).parameters.items() if v.kind is not v.VAR_KEYWORD)
+
+def train(**params) -> dict:
+    "Run one experiment with the settings `run_config(**params)`; returns the summary."
+    return Trainer(run_config(**params)).fit()
+train.__signature__ = inspect.signature(run_config).replace(return_annotation=dict)  # help() and docs show the parameters
 
 # %% ../nbs/11_train.ipynb #fd0ab460
-def _setting(text: str) -> tuple[str, object]:
-    "`'key=value'` -> `(key, value)`, the value read as YAML (numbers, booleans, lists)."
-    key, sep, value = text.partition("=")
-    if not sep: raise argparse.ArgumentTypeError(f"--set {text!r}: expected key=value")
-    return key.strip(), yaml.safe_load(value)
+def _flag_type(hint) -> type:
+    "The type a flag converts to: `int` for `int | None`."
+    return next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="imas-train", description="Train supervised / fixmatch / imas segmentation.")
-    p.add_argument("--dataset", default="toy"); p.add_argument("--data_root", "--data-root")
-    p.add_argument("--split", default="1/8"); p.add_argument("--method", default="imas")
-    p.add_argument("--backbone")
-    for name, typ in (("epochs", int), ("max_iters", int), ("batch_size", int), ("crop_size", int), ("lr", float),
-                      ("eval_every", int), ("checkpoint_every", int)):
-        p.add_argument(f"--{name}", f"--{name.replace('_', '-')}", type=typ)
-    p.add_argument("--accumulate", type=int, default=1); p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto"); p.add_argument("--amp", default="auto")
-    p.add_argument("--run_dir", "--run-dir"); p.add_argument("--resume", action="store_true")
-    p.add_argument("--config", help="a YAML file of settings")
-    p.add_argument("--set", dest="settings", type=_setting, action="append", default=[], metavar="KEY=VALUE")
+    "The command line of `imas-train`: a flag per parameter of `run_config`, and `--set`."
+    p = argparse.ArgumentParser(prog="imas-train", description=f"Train a method ({', '.join(method_names())}).")
+    hints, params = typing.get_type_hints(run_config), inspect.signature(run_config).parameters
+    for name in RUN_PARAMS:
+        flags, typ, default = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"]), _flag_type(hints[name]), params[name].default
+        if typ is bool: p.add_argument(*flags, action="store_true")
+        else: p.add_argument(*flags, type=typ, default=default, help=f"default: {default}")
+    add_set_argument(p)
     return p
 
 def main(argv: list[str] | None = None):

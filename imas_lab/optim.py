@@ -4,13 +4,11 @@
 
 # %% ../nbs/09_optim.ipynb #b1909b25
 from __future__ import annotations
-import copy, os
-from pathlib import Path
+import copy
 import torch
 
 # %% auto #0
-__all__ = ['make_optimizer', 'poly_factor', 'set_poly_lr', 'ema_decay', 'make_teacher', 'ema_update', 'amp_dtype', 'make_scaler',
-           'save_atomic']
+__all__ = ['make_optimizer', 'poly_factor', 'set_poly_lr', 'ema_decay', 'make_teacher', 'ema_update', 'amp_dtype', 'make_scaler']
 
 # %% ../nbs/09_optim.ipynb #78d44bcb
 def make_optimizer(groups: list[dict], momentum: float = 0.9, weight_decay: float = 1e-4, device=None) -> torch.optim.SGD:
@@ -64,13 +62,3 @@ def amp_dtype(amp: str, device) -> torch.dtype | None:
 def make_scaler(dtype: torch.dtype | None, device) -> torch.amp.GradScaler:
     "A GradScaler that is active only for fp16."
     return torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
-
-# %% ../nbs/09_optim.ipynb #b7c036d0
-def save_atomic(obj, path):
-    "`torch.save(obj)` to `path` via a temporary file and an atomic rename."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        torch.save(obj, tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()

@@ -14,7 +14,7 @@ from .core import get_device, voc_palette
 from .config import config_from_dict
 from .data import normalize, read_image
 from .evaluate import predict_logits
-from .train import build_model
+from .train import model_from_config
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'load_model', 'predict', 'overlay', 'predict_folder', 'main']
@@ -28,7 +28,7 @@ def load_model(checkpoint, device="cpu", which: str = "teacher") -> tuple[torch.
     except Exception as e: raise ValueError(f"cannot read checkpoint {path}: {e}") from e
     if which not in ("teacher", "student"): raise ValueError(f"which={which!r}: expected 'teacher' or 'student'")
     cfg = config_from_dict(ckpt["config"])
-    model = build_model(cfg, ckpt["num_classes"])  # no pretrained encoder: every weight comes from the checkpoint
+    model = model_from_config(cfg, ckpt["num_classes"])  # no pretrained encoder: every weight comes from the checkpoint
     model.load_state_dict(ckpt[which])
     return model.to(get_device(device)).eval(), dict(config=cfg, class_names=ckpt["class_names"], iter=ckpt["iter"])
 

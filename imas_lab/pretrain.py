@@ -17,7 +17,8 @@ from .data import SegData, voc_dataset, normalize
 from .splits import make_split
 from .loaders import build_loaders
 from .model import build_model, param_groups
-from .optim import make_optimizer, set_poly_lr, save_atomic
+from .optim import make_optimizer, set_poly_lr
+from .checkpoint import save_atomic
 from .losses import ce_loss
 from .evaluate import evaluate
 

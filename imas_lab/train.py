@@ -4,12 +4,10 @@
 
 # %% ../nbs/11_train.ipynb #81b97e15
 from __future__ import annotations
-import argparse, dataclasses, inspect, math, os, random, time, typing
+import argparse, dataclasses, inspect, math, os, time, typing
 from contextlib import nullcontext
 from functools import partial
 from types import SimpleNamespace
-from typing import NamedTuple
-import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -18,8 +16,8 @@ import yaml
 from tqdm.auto import tqdm
 from fastcore.basics import patch
 
-from .core import get_device, seed_everything
-from .config import Config, resolve_config, config_from_dict, config_diff, add_set_argument
+from .core import seed_everything
+from .config import Config, resolve_config, add_set_argument
 from .data import SegData, build_dataset, normalize
 from .splits import make_split, write_split
 from .loaders import build_loaders, mix_seed
@@ -27,57 +25,19 @@ from . import model as models
 from .model import param_groups
 from .pretrain import TOY_ENCODER, arch_kwargs, toy_encoder
 from .losses import ce_loss, ohem_ce_loss, supervised_loss
-from .optim import make_optimizer, set_poly_lr, ema_decay, make_teacher, ema_update, amp_dtype, make_scaler, save_atomic
-from .evaluate import evaluate
+from .optim import make_optimizer, set_poly_lr, ema_decay, make_teacher, ema_update, amp_dtype, make_scaler
+from .checkpoint import save_atomic, check_checkpoint, rng_state, set_rng_state
+from .distributed import init_distributed, is_distributed, mean_over_ranks, gather_rows, gather_objects
+from .evaluate import evaluate as evaluate_model
 from .methods import DEFAULT_METHOD, Nets, Batch, get_method, method_names
 from .rundir import RunDir, plot_curves, plot_hardness
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'LOG_SUMS', 'RUN_PARAMS', 'Dist', 'init_distributed', 'barrier', 'mean_over_ranks', 'gather_rows',
-           'gather_objects', 'build_model', 'pretrained_path', 'check_checkpoint', 'rng_state', 'set_rng_state',
-           'Trainer', 'NonFiniteLoss', 'run_config', 'train', 'parser', 'main']
-
-# %% ../nbs/11_train.ipynb #6d93e67c
-class Dist(NamedTuple):
-    "This process's place in a (possibly single-process) run."
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-def init_distributed(device: str = "auto") -> tuple[Dist, torch.device]:
-    "Join the process group `torchrun` describes (NCCL on CUDA, gloo on CPU); return where this process stands and its device."
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    dev = get_device(device)
-    if world == 1: return Dist(), dev
-    local = int(os.environ.get("LOCAL_RANK", 0))
-    if dev.type == "cuda": dev = torch.device("cuda", local); torch.cuda.set_device(dev)
-    if not dist.is_initialized(): dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), world, local), dev
-
-# %% ../nbs/11_train.ipynb #a8eb36f4
-def _distributed() -> bool: return dist.is_available() and dist.is_initialized()
-
-def barrier():
-    if _distributed(): dist.barrier()
-
-def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
-    "The mean of `t` over processes."
-    if _distributed(): t = t.clone(); dist.all_reduce(t); t /= dist.get_world_size()
-    return t
-
-def gather_rows(t: torch.Tensor) -> torch.Tensor:
-    "Every process's `t` (same shape on all), concatenated along dim 0 in rank order."
-    if not _distributed(): return t
-    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, t.contiguous()); return torch.cat(parts)
-
-def gather_objects(obj) -> list:
-    "A list of every process's `obj`, in rank order."
-    if not _distributed(): return [obj]
-    out = [None] * dist.get_world_size(); dist.all_gather_object(out, obj); return out
+__all__ = ['LOG_SUMS', 'RUN_PARAMS', 'model_from_config', 'pretrained_path', 'Trainer', 'NonFiniteLoss', 'run_config', 'train',
+           'parser', 'main']
 
 # %% ../nbs/11_train.ipynb #c27d1b07
-def build_model(cfg: Config, num_classes: int, pretrained: str | None = None) -> nn.Module:
+def model_from_config(cfg: Config, num_classes: int, pretrained: str | None = None) -> nn.Module:
     "The model of `cfg` for `num_classes` classes (DeepLabv3+, or the UNet), its encoder from checkpoint `pretrained`."
     return models.build_model(num_classes, **arch_kwargs(cfg), pretrained=pretrained)
 
@@ -85,34 +45,6 @@ def pretrained_path(cfg: Config, device="cpu") -> str | None:
     "`cfg.pretrained` as a checkpoint path: the pretext encoder (trained on first use) for `'toy'`, None for none."
     if cfg.pretrained == TOY_ENCODER: return str(toy_encoder(cfg, device=device, num_workers=cfg.num_workers))
     return cfg.pretrained or None
-
-RESUME_FREE = ("run_dir", "resume", "device", "num_workers", "eval_every", "checkpoint_every", "data_root", "compile")
-
-def check_checkpoint(ckpt: dict, cfg: Config, num_classes: int, path) -> None:
-    "Raise if checkpoint `ckpt` (read from `path`) was written with other settings or another class count."
-    saved = config_from_dict(ckpt["config"])
-    diff = config_diff(saved, cfg, [f.name for f in dataclasses.fields(Config) if f.name not in RESUME_FREE])
-    if ckpt["num_classes"] != num_classes: diff["num_classes"] = (ckpt["num_classes"], num_classes)
-    if diff:
-        what = "; ".join(f"{k}: checkpoint {a!r}, this run {b!r}" for k, (a, b) in diff.items())
-        raise ValueError(f"checkpoint {path} was written by a run with other settings ({what}); "
-                         f"use another run_dir, or the checkpoint's settings")
-
-# %% ../nbs/11_train.ipynb #5b486336
-def rng_state(device: torch.device) -> dict:
-    "The state of the Python, NumPy, torch CPU and (on CUDA) GPU random generators, as tensors."
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state = dict(python=torch.tensor(random.getstate()[1], dtype=torch.int64), numpy=torch.from_numpy(keys.astype(np.int64)),
-                 numpy_pos=pos, numpy_gauss=(has_gauss, gauss), torch=torch.get_rng_state())
-    if device.type == "cuda": state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-def set_rng_state(state: dict, device: torch.device):
-    "Restore what `rng_state` returned."
-    random.setstate((3, tuple(state["python"].tolist()), None))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], *state["numpy_gauss"]))
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda": torch.cuda.set_rng_state(state["cuda"], device)
 
 # %% ../nbs/11_train.ipynb #f00d1fc1
 class Trainer:
@@ -163,7 +95,7 @@ def setup_model(self: Trainer):
     cfg, dev = self.cfg, self.device
     pretrained = pretrained_path(cfg, dev)  # before seeding: a first run that trains the encoder starts alike
     seed_everything(cfg.seed)
-    model = build_model(cfg, self.data.num_classes, pretrained).to(dev)
+    model = model_from_config(cfg, self.data.num_classes, pretrained).to(dev)
     self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
     if self.channels_last: model = model.to(memory_format=torch.channels_last)
     self.teacher = make_teacher(model)
@@ -280,8 +212,8 @@ def mean_logs(self: Trainer) -> list[float]:
 def evaluate(self: Trainer, model) -> dict:
     "Val mIoU and per-class IoU of `model` under the run's evaluation protocol."
     cfg = self.cfg
-    return evaluate(model, self.loaders.val, self.data.num_classes, self.device, normalize, cfg.eval_mode,
-                    cfg.eval_window or cfg.crop_size, self.amp_dtype)
+    return evaluate_model(model, self.loaders.val, self.data.num_classes, self.device, normalize, cfg.eval_mode,
+                          cfg.eval_window or cfg.crop_size, self.amp_dtype)
 
 @patch
 def log_row(self: Trainer) -> dict:
@@ -410,9 +342,9 @@ def run_config(dataset: str = "toy", data_root: str | None = None, split: str = 
 
 RUN_PARAMS = tuple(k for k, v in inspect.signature(run_config).parameters.items() if v.kind is not v.VAR_KEYWORD)
 
-def train(**params) -> dict:
-    "Run one experiment with the settings `run_config(**params)`; returns the summary."
-    return Trainer(run_config(**params)).fit()
+def train(*args, **params) -> dict:
+    "Run one experiment with the settings `run_config(*args, **params)`; returns the summary."
+    return Trainer(run_config(*args, **params)).fit()
 train.__signature__ = inspect.signature(run_config).replace(return_annotation=dict)  # help() and docs show the parameters
 
 # %% ../nbs/11_train.ipynb #fd0ab460
@@ -438,7 +370,7 @@ def main(argv: list[str] | None = None):
         summary = train(**args)
         if summary is not None and int(os.environ.get("RANK", 0)) == 0: print(yaml.safe_dump(summary, sort_keys=False))
     finally:
-        if _distributed(): dist.destroy_process_group()
+        if is_distributed(): dist.destroy_process_group()
 
 # %% ../nbs/11_train.ipynb #2aa19624
 #| eval: false

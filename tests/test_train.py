@@ -43,6 +43,35 @@ def test_papermill_notebook(tmp_path, toy_root):
     assert "per_class_iou" in out.read_text()
 
 
+def test_notebook_parameters_are_the_run_parameters():
+    "The notebook's `parameters` cell names exactly the parameters of `run_config`, in its order."
+    import ast, nbformat
+    from imas_lab.train import RUN_PARAMS
+    nb = nbformat.read(ROOT / "nbs" / "train.ipynb", as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{len(cells)} cells tagged parameters"
+    names = tuple(t.id for node in ast.parse(cells[0].source).body for t in node.targets)
+    assert names == RUN_PARAMS, (names, RUN_PARAMS)
+
+
+def test_unimatch_from_cli_and_notebook(tmp_path, toy_root):
+    "UniMatch runs from the command line and from the notebook and reports its student (it has no teacher)."
+    p = cli(*tiny_args(toy_root, tmp_path / "cli"), "--method", "unimatch", "--split", "1/8", "--max_iters", "2",
+            "--eval_every", "2")
+    assert p.returncode == 0, p.stderr[-3000:]
+    pm = pytest.importorskip("papermill")
+    cfg = tmp_path / "tiny.yaml"; cfg.write_text(yaml.safe_dump(TINY))
+    pm.execute_notebook(str(ROOT / "nbs" / "train.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(ROOT),
+                        kernel_name="python3", parameters=dict(data_root=str(toy_root), method="unimatch", max_iters=2,
+                                                               eval_every=2, device="cpu", run_dir=str(tmp_path / "nb"),
+                                                               config=str(cfg)))
+    for run in ("cli", "nb"):
+        summary = json.loads((tmp_path / run / "summary.json").read_text())
+        assert (summary["method"], summary["reported"], summary["iters"]) == ("unimatch", "student", 2), summary
+    metrics = pd.read_csv(tmp_path / "cli" / "metrics.csv")
+    assert metrics["loss_u"].gt(0).all(), metrics             # the strong and perturbed views were trained
+
+
 def test_killed_run_resumes_exactly(tmp_path, toy_root):
     "A process killed after a checkpoint and resumed ends with the weights and logs of an uninterrupted run."
     common = dict(method="fixmatch")

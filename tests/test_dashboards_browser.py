@@ -57,7 +57,10 @@ def test_dashboards_render_in_chromium(voila, tmp_path):
         page.goto(voila, timeout=120_000, wait_until="commit")  # Voila streams the cells' outputs as they run
         try: page.wait_for_selector("text=Augmentation explorer", timeout=300_000)   # the last widgets have rendered
         except sync_api.TimeoutError as e:
-            raise AssertionError(f"widgets not rendered; voila log:\n{(tmp_path / 'voila.log').read_text()[-3000:]}") from e
+            page.screenshot(path=str(shot.with_suffix(".timeout.png")), full_page=True)
+            log = (tmp_path / "voila.log").read_text()[-3000:]
+            raise AssertionError(f"widgets not rendered; page text:\n{page.inner_text('body')[-2000:]}\n"
+                                 f"voila log:\n{log}") from e
         page.wait_for_function("document.querySelectorAll('.jp-OutputArea-output img').length >= 5", timeout=60_000)
         body = page.inner_text("body")
         for title in ("Hardness", "Augmentation explorer", "Pseudo-labels", "kept", "re-roll"): assert title in body

@@ -4,39 +4,31 @@
 
 # %% ../nbs/12_bench.ipynb #eb500bae
 from __future__ import annotations
-import argparse, dataclasses, gc, itertools, json, os, platform, tempfile, time, traceback, warnings
-from pathlib import Path
-import numpy as np
+import argparse, dataclasses, gc, itertools, json, platform, time
 import pandas as pd
-from PIL import Image
-from functools import partial
 import torch
 
 from torch.utils.flop_counter import FlopCounterMode
-from torch.profiler import ProfilerActivity, profile, record_function
 
 from .core import IGNORE_INDEX
 from .config import resolve_config, add_set_argument
 from .methods import DEFAULT_METHOD, WeakToStrong, get_method, method_names
-from .data import VOC_CLASSES, CITYSCAPES_CLASSES, normalize, read_image, voc_dataset
-from .splits import make_split
-from .loaders import build_loaders
-from .toydata import TOY_CLASSES, draw_toy_sample
+from .data import VOC_CLASSES, CITYSCAPES_CLASSES, normalize
+from .toydata import TOY_CLASSES
 from .compare import frame_markdown
 from .train import Trainer
-from .step import PROFILE_SCOPES, predict_eval
+from .step import predict_eval
 from .hardness import hardness_parts, pseudo_labels
 from .augment import strong_augment, adaptive_mix, hardness_cutmix
 
 # %% auto #0
 __all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'trainer_batches',
-           'device_name', 'repeat_batches', 'step_flops', 'semi_supervised', 'bench_step', 'bench_parts',
-           'bench_matrix', 'profile_step', 'sync_sites', 'sync_cost', 'jpeg_dataset', 'bench_loader', 'matmul_tflops',
-           'report', 'main']
+           'device_name', 'repeat_batches', 'step_flops', 'sync_device', 'timed', 'train_step', 'semi_supervised',
+           'bench_step', 'bench_parts', 'bench_matrix', 'main', 'matrix_rows']
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
 def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
-    "A `Trainer` with the model, teacher and optimizer of `preset` (+ `settings`), and no data (nor pretrained weights)."
+    "A `Trainer` with the model, teacher and optimizer of `preset` (+ `settings`), no data nor pretrained weights."
     cfg = resolve_config(preset, **{"pretrained": False, **settings})
     n = num_classes or len({"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES}.get(preset, TOY_CLASSES))
     return Trainer.for_model(cfg, n)
@@ -44,12 +36,14 @@ def bench_trainer(preset: str = "toy", num_classes: int | None = None, **setting
 def always_cutmix(views):
     "Wrap a weak-to-strong method's `views` so that its CutMix view always counts."
     def built(*args, **kw):
-        v = views(*args, **kw); return v._replace(cutmix=v.cutmix._replace(weight=torch.ones_like(v.cutmix.weight)))
+        v = views(*args, **kw)
+        return v._replace(cutmix=v.cutmix._replace(weight=torch.ones_like(v.cutmix.weight)))
     return built
 
 def use_method(t: Trainer, method: str):
     "Switch trainer `t` to `method` with its default unlabeled weight, keeping the model; CutMix views always count."
-    t.cfg = dataclasses.replace(t.cfg, method=method, lambda_u=None); t.setup_method()
+    t.cfg = dataclasses.replace(t.cfg, method=method, lambda_u=None)
+    t.setup_method()
     if isinstance(t.method, WeakToStrong): t.method.views = always_cutmix(t.method.views)
 
 # %% ../nbs/12_bench.ipynb #e8fdb9fe
@@ -57,7 +51,8 @@ def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0, 
     "A labeled and an unlabeled batch of random images (uint8) and labels, as the loaders yield them (pinned: `pin`)."
     g = torch.Generator().manual_seed(seed)
     img = lambda: torch.randint(0, 256, (batch_size, 3, size, size), generator=g, dtype=torch.uint8)
-    mask = torch.randint(0, num_classes, (batch_size, size, size), generator=g); mask[:, :2] = IGNORE_INDEX
+    mask = torch.randint(0, num_classes, (batch_size, size, size), generator=g)
+    mask[:, :2] = IGNORE_INDEX
     idx = torch.arange(batch_size)
     bx, bu = dict(img=img(), mask=mask, idx=idx), dict(img=img(), pad=torch.zeros(batch_size, size, size, dtype=torch.bool), idx=idx)
     if pin: bx, bu = ({k: v.pin_memory() for k, v in b.items()} for b in (bx, bu))
@@ -86,19 +81,21 @@ def step_flops(t: Trainer, batches) -> int:
     return counter.get_total_flops()
 
 # %% ../nbs/12_bench.ipynb #79277fcb
-def _sync(device):
+def sync_device(device):
     if device.type == "cuda": torch.cuda.synchronize(device)
 
-def _timed(fn, device, steps: int, warmup: int = 1) -> float:
+def timed(fn, device, steps: int, warmup: int = 1) -> float:
     "Seconds per call of `fn` over `steps` calls after `warmup` calls, the device synchronised around the timing."
     for _ in range(warmup): fn()
-    _sync(device); start = time.perf_counter()
+    sync_device(device)
+    start = time.perf_counter()
     for _ in range(steps): fn()
-    _sync(device)
+    sync_device(device)
     return (time.perf_counter() - start) / steps
 
-def _train_step(t: Trainer, batches):
-    t.train_iter(batches); t.it += 1
+def train_step(t: Trainer, batches):
+    t.train_iter(batches)
+    t.it += 1
 
 def semi_supervised() -> tuple[str, ...]:
     "The registered methods that train on unlabeled images: what the benchmark times by default."
@@ -109,15 +106,17 @@ def bench_step(methods=None, steps: int = 10, warmup: int = 3, rounds: int = 3, 
     "`{method: seconds per step, ...}` plus images/s and peak GPU memory per method, timed alternately."
     methods = tuple(methods or semi_supervised())
     for m in methods: get_method(m)  # an unknown name fails here, listing the known ones
-    t = bench_trainer(preset, **settings); cfg = t.cfg
+    t = bench_trainer(preset, **settings)
+    cfg = t.cfg
     bx, bu = trainer_batches(t)
     times, peak, flops = {m: [] for m in methods}, {}, {}
     for r in range(rounds + 1):
         for m in methods:
-            use_method(t, m); batches = repeat_batches(m, bx, bu)
+            use_method(t, m)
+            batches = repeat_batches(m, bx, bu)
             if r == 0: flops[m] = step_flops(t, batches)
             if t.device.type == "cuda": torch.cuda.reset_peak_memory_stats(t.device)
-            sec = _timed(lambda: _train_step(t, batches), t.device, warmup if r == 0 else steps, warmup=0)
+            sec = timed(lambda: train_step(t, batches), t.device, warmup if r == 0 else steps, warmup=0)
             if r: times[m].append(sec)
             if t.device.type == "cuda": peak[m] = torch.cuda.max_memory_allocated(t.device) / 2**30
     result = {m: sorted(v)[len(v) // 2] for m, v in times.items()}
@@ -129,7 +128,8 @@ def bench_step(methods=None, steps: int = 10, warmup: int = 3, rounds: int = 3, 
     for m in (m for m in methods if get_method(m).logs_hardness):  # iMAS: its hardness and augmentation, timed alone
         parts = bench_parts(t, bu, steps)
         result.update({f"{m}_{k}_share": v * cfg.accumulate / result[m] for k, v in parts.items()})
-    result.update(device=str(t.device), device_name=device_name(t.device), preset=preset, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
+    result.update(device=str(t.device), device_name=device_name(t.device), preset=preset, batch_size=cfg.batch_size,
+                  crop_size=cfg.crop_size,
                   backbone=cfg.backbone, amp=str(t.amp_dtype), steps=steps, rounds=rounds)
     return result
 
@@ -146,7 +146,7 @@ def bench_parts(t: Trainer, batch_u: dict, steps: int = 10) -> dict:
         h, (mask_u, conf_u) = hard(), pseudo_labels(logits_t)
         augment = lambda: (adaptive_mix(normalize(strong_augment(img01, generator=g)[0]), img_u_w, h.easiness),
                            hardness_cutmix(img_u_w, mask_u, conf_u, h.gamma, generator=g, extra=pad))
-        return dict(hardness=_timed(hard, t.device, steps), augment=_timed(augment, t.device, steps))
+        return dict(hardness=timed(hard, t.device, steps), augment=timed(augment, t.device, steps))
 
 # %% ../nbs/12_bench.ipynb #2ede084f
 GPU_MATRIX = {  # the trainer's CUDA defaults first, then one change at a time
@@ -165,154 +165,20 @@ def bench_matrix(rows: dict = GPU_MATRIX, preset: str = "voc", steps: int = 10, 
     for name, row in rows.items():
         try: r = bench_step(methods, steps, warmup, rounds, preset, **{**settings, **row})
         except torch.OutOfMemoryError:
-            table += [dict(settings=name, method=m, error="out of memory") for m in methods]; continue
-        finally: gc.collect(); torch.cuda.empty_cache()
+            table += [dict(settings=name, method=m, error="out of memory") for m in methods]
+            continue
+        finally:
+            gc.collect()
+            torch.cuda.empty_cache()
         for m in methods:
-            table.append(dict(device=r["device_name"], settings=name, method=m, batch=f"{r['batch_size']}+{r['batch_size']}",
-                              crop=r["crop_size"], pairs_per_s=r[f"{m}_pairs_per_s"], s_per_step=r[m],
+            table.append(dict(device=r["device_name"], settings=name, method=m,
+                              batch=f"{r['batch_size']}+{r['batch_size']}", crop=r["crop_size"],
+                              pairs_per_s=r[f"{m}_pairs_per_s"], s_per_step=r[m],
                               peak_gib=r.get(f"{m}_peak_gib"), gflop_per_step=r[f"{m}_gflop_per_step"],
                               tflops=r[f"{m}_tflops"], hardness_share=r.get(f"{m}_hardness_share"),
                               augment_share=r.get(f"{m}_augment_share"),
                               voc_1_16_hours=VOC_1_16_PAIRS / r[f"{m}_pairs_per_s"] / 3600))
     return pd.DataFrame(table)
-
-# %% ../nbs/12_bench.ipynb #f0558f92
-def profile_step(t: Trainer, method: str = DEFAULT_METHOD, steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
-    "Profile `steps` steps of `method` on trainer `t`: (operator table, {scope: share of the profiled time})."
-    bx, bu = trainer_batches(t)
-    use_method(t, method); batches = repeat_batches(method, bx, bu)
-    _train_step(t, batches); cuda = t.device.type == "cuda"
-    acts = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
-    with profile(activities=acts) as prof:
-        with record_function("imas_lab.steps"):
-            for _ in range(steps): _train_step(t, batches)
-            _sync(t.device)
-    events = {e.key: e for e in prof.key_averages()}
-    total = lambda e: e.device_time_total if cuda else e.cpu_time_total
-    shares = {name: total(events[scope]) / total(events["imas_lab.steps"])
-              for name, scope in PROFILE_SCOPES.items() if scope in events}
-    return prof.key_averages().table(sort_by="self_device_time_total" if cuda else "self_cpu_time_total",
-                                     row_limit=row_limit), shares
-
-# %% ../nbs/12_bench.ipynb #cfc30da4
-def _site(stack) -> str:
-    "The innermost frame of this package in `stack` (else the innermost frame), as `'file.py:line function'`."
-    ours = [f for f in stack if f"{os.sep}imas_lab{os.sep}" in f.filename]
-    f = (ours or stack)[-1]
-    return f"{Path(f.filename).name}:{f.lineno} {f.name}"
-
-def sync_sites(fn) -> list[str]:
-    "Where `fn()` synchronises the host with the GPU: one `'file.py:line function'` per synchronising call."
-    sites, cuda, inside, show = [], torch.cuda.is_available(), [False], warnings.showwarning
-    def record(message, *args, **kw):
-        if inside[0] and "synchroniz" in str(message): sites.append(_site(traceback.extract_stack()[:-1]))
-        else: show(message, *args, **kw)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always"); warnings.showwarning = record
-        if cuda: old = torch.cuda.get_sync_debug_mode(); torch.cuda.set_sync_debug_mode("warn")
-        try: inside[0] = True; fn()
-        finally:
-            inside[0] = False
-            if cuda: torch.cuda.set_sync_debug_mode(old)
-    return sites
-
-# %% ../nbs/12_bench.ipynb #b444df15
-def sync_cost(t: Trainer, steps: int = 10, rounds: int = 2, method: str = DEFAULT_METHOD) -> dict:
-    "Seconds per step of weak-to-strong `method` with `student_views`'s host sync and without it, alternately."
-    bx, bu = trainer_batches(t)
-    use_method(t, method); batches = repeat_batches(method, bx, bu)
-    variants = {method: t.method.trained_views, f"{method}_no_sync": lambda views: [views.strong, views.cutmix]}
-    times = {k: [] for k in variants}
-    for r in range(rounds + 1):
-        for k, choose in variants.items():
-            t.method.trained_views = choose
-            sec = _timed(lambda: _train_step(t, batches), t.device, steps, warmup=0)
-            if r: times[k].append(sec)
-    del t.method.trained_views  # back to the class's
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
-
-# %% ../nbs/12_bench.ipynb #d6dca48d
-def jpeg_dataset(root, n: int = 64, size=(375, 500), noise: float = 12.0, quality: int = 95, seed: int = 0) -> Path:
-    "A VOC-layout folder of `n` train and 2 val JPEGs of `size` (H, W) with their masks, for timing the loaders."
-    root, rng = Path(root), np.random.default_rng(seed)
-    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"): (root / d).mkdir(parents=True, exist_ok=True)
-    ids = [f"img_{i:05d}" for i in range(n + 2)]
-    for i in ids:
-        img, mask = draw_toy_sample(rng, max(size))
-        img = img[:size[0], :size[1]].astype(np.float32) + rng.normal(0, noise, (*size, 3))
-        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "JPEGImages" / f"{i}.jpg", quality=quality)
-        Image.fromarray(mask[:size[0], :size[1]]).save(root / "SegmentationClass" / f"{i}.png")
-    (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:n]) + "\n")
-    (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids[n:]) + "\n")
-    return root
-
-# %% ../nbs/12_bench.ipynb #87a838b9
-def bench_loader(root, preset: str = "voc", batches: int = 40, batch_size: int | None = None,
-                 num_workers: int | None = None, **settings) -> dict:
-    "Labeled + unlabeled pairs per second the training loaders of `preset` deliver from the VOC-layout folder `root`."
-    cfg = resolve_config(preset, **{k: v for k, v in dict(batch_size=batch_size, num_workers=num_workers).items()
-                                    if v is not None}, **settings)
-    data = voc_dataset(root, name="bench_jpeg")  # the generated folder or a real VOC one; its own split files unused
-    split = make_split(data, max(1, len(data.train) // 2), cfg.seed)
-    dl = build_loaders(data, split, cfg.batch_size, cfg.crop_size, cfg.base_size, cfg.scale_range, cfg.seed,
-                       num_workers=cfg.num_workers, check=False)
-    pairs, warmup = _epochs(dl), 2 * cfg.num_workers + 1  # the batches the workers prefetch do not count
-    for _ in range(warmup): next(pairs)
-    start = time.perf_counter()
-    for _ in range(batches): next(pairs)
-    sec = time.perf_counter() - start
-    kb = np.mean([os.path.getsize(r.image) for r in data.train]) / 1e3
-    return dict(pairs_per_s=batches * cfg.batch_size / sec, batches=batches, batch_size=cfg.batch_size,
-                crop_size=cfg.crop_size, workers_per_loader=cfg.num_workers, mean_jpeg_kb=round(kb, 1),
-                cpus=os.cpu_count())
-
-def _epochs(dl):
-    "Labeled and unlabeled batches of `dl`, epoch after epoch."
-    for epoch in itertools.count():
-        dl.set_epoch(epoch)
-        yield from zip(dl.labeled, dl.unlabeled)
-
-# %% ../nbs/12_bench.ipynb #754a5fdc
-def matmul_tflops(device, n: int = 8192, reps: int = 10, dtype=torch.bfloat16) -> float:
-    "TFLOP/s of an `n` x `n` x `n` matrix product in `dtype` on `device` (random data, mean of `reps` after 2 warm-ups)."
-    device = torch.device(device)
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    return 2 * n**3 / _timed(lambda: a @ b, device, reps, warmup=2) / 1e12
-
-# %% ../nbs/12_bench.ipynb #128f7159
-def _write_matrix(out: Path, parts: list, ceiling: float | None):
-    table = pd.concat(parts, ignore_index=True)
-    if ceiling and "tflops" in table: table["share_of_matmul_peak"] = table["tflops"] / ceiling
-    table.to_csv(out / "matrix.csv", index=False); (out / "matrix.md").write_text(frame_markdown(table) + "\n")
-
-def report(out, preset: str = "voc", rows: dict = GPU_MATRIX, steps: int = 10, images: int = 256,
-           loader_batches: int = 40, **settings) -> Path:
-    "Measure the step matrix, host syncs, profile and loaders of `preset`; write them into folder `out`."
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    t = bench_trainer(preset, **{**settings, **next(iter(rows.values()))}); dev = t.device
-    env = dict(device=device_name(dev),
-               torch=torch.__version__, cuda=torch.version.cuda, cpus=os.cpu_count(), preset=preset, settings=settings,
-               matmul_bf16_tflops=matmul_tflops(dev) if dev.type == "cuda" else None)
-    (out / "env.json").write_text(json.dumps(env, indent=1, default=str))
-    m = DEFAULT_METHOD; use_method(t, m); batches = repeat_batches(m, *trainer_batches(t)); _train_step(t, batches)
-    syncs = dict(sites=sync_sites(lambda: _train_step(t, batches)), seconds_per_step=sync_cost(t, steps, method=m))
-    (out / "syncs.json").write_text(json.dumps(syncs, indent=1))
-    table, shares = profile_step(t, m, 3, row_limit=30)
-    (out / "profile.txt").write_text(table + "\n" + json.dumps({f"{k}_share": v for k, v in shares.items()}) + "\n")
-    del t, batches; gc.collect(); torch.cuda.empty_cache()
-    parts = []
-    for name, row in rows.items():
-        try: parts.append(bench_matrix({name: row}, preset, steps, **settings))
-        except Exception as e:
-            traceback.print_exc(); parts.append(pd.DataFrame([dict(settings=name, error=f"{type(e).__name__}: {e}"[:300])]))
-        _write_matrix(out, parts, env["matmul_bf16_tflops"])
-        if len(parts) == 1: _report_loader(out, preset, images, loader_batches, **settings)
-    return out
-
-def _report_loader(out: Path, preset: str, images: int, batches: int, **settings):
-    with tempfile.TemporaryDirectory() as tmp:
-        r = bench_loader(jpeg_dataset(Path(tmp) / "jpeg", images), preset, batches, **settings)
-    (out / "loader.json").write_text(json.dumps(r, indent=1))
 
 # %% ../nbs/12_bench.ipynb #802e456b
 def main(argv=None):
@@ -321,65 +187,62 @@ def main(argv=None):
     s = sub.add_parser("step", help="seconds per training step of each method")
     s.add_argument("--methods", help="comma-separated (default: every semi-supervised method)")
     s.add_argument("--steps", type=int, default=10)
-    s.add_argument("--warmup", type=int, default=3); s.add_argument("--rounds", type=int, default=3)
-    s.add_argument("--preset", default="toy"); s.add_argument("--device", default="auto")
-    s.add_argument("--batch_size", "--batch-size", type=int); s.add_argument("--json", action="store_true")
+    s.add_argument("--warmup", type=int, default=3)
+    s.add_argument("--rounds", type=int, default=3)
+    s.add_argument("--preset", default="toy")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--batch_size", "--batch-size", type=int)
+    s.add_argument("--json", action="store_true")
     add_set_argument(s)
     t = sub.add_parser("matrix", help="the GPU table: fixmatch and imas under each row of GPU_MATRIX")
-    t.add_argument("--preset", default="voc"); t.add_argument("--steps", type=int, default=10)
+    t.add_argument("--preset", default="voc")
+    t.add_argument("--steps", type=int, default=10)
     t.add_argument("--rows", help="comma-separated names of GPU_MATRIX rows (default: all)")
     t.add_argument("--csv", help="also write the table to this CSV file")
     add_set_argument(t)
     ld = sub.add_parser("loader", help="pairs/s the training loaders deliver from generated VOC-sized JPEGs")
     ld.add_argument("--root", help="a VOC-layout folder (default: generate --images JPEGs in a temporary folder)")
-    ld.add_argument("--images", type=int, default=256); ld.add_argument("--preset", default="voc")
-    ld.add_argument("--batches", type=int, default=40); ld.add_argument("--num_workers", "--num-workers", type=int)
-    pr = sub.add_parser("profile", help="torch.profiler table of a few steps, and the shares of hardness and augmentation")
-    pr.add_argument("--method", default=DEFAULT_METHOD); pr.add_argument("--preset", default="toy")
-    pr.add_argument("--steps", type=int, default=3); pr.add_argument("--device", default="auto")
+    ld.add_argument("--images", type=int, default=256)
+    ld.add_argument("--preset", default="voc")
+    ld.add_argument("--batches", type=int, default=40)
+    ld.add_argument("--num_workers", "--num-workers", type=int)
+    pr = sub.add_parser("profile", help="torch.profiler table of a few steps, the shares of hardness and augmentation")
+    pr.add_argument("--method", default=DEFAULT_METHOD)
+    pr.add_argument("--preset", default="toy")
+    pr.add_argument("--steps", type=int, default=3)
+    pr.add_argument("--device", default="auto")
     add_set_argument(pr)
     rp = sub.add_parser("report", help="the GPU report: matrix, host syncs, profile and loaders, written into --out")
-    rp.add_argument("--out", required=True); rp.add_argument("--preset", default="voc")
+    rp.add_argument("--out", required=True)
+    rp.add_argument("--preset", default="voc")
     rp.add_argument("--rows", help="comma-separated names of GPU_MATRIX rows (default: all)")
-    rp.add_argument("--steps", type=int, default=10); rp.add_argument("--images", type=int, default=256)
+    rp.add_argument("--steps", type=int, default=10)
+    rp.add_argument("--images", type=int, default=256)
     add_set_argument(rp)
     a = p.parse_args(argv)
-    if a.what == "report": return _report_command(a)
     if a.what == "matrix": return _matrix_command(a)
-    if a.what == "loader": return _loader_command(a)
-    if a.what == "profile": return _profile_command(a)
+    if a.what in ("report", "loader", "profile"):  # imas_lab.profiling builds on this module: imported when asked for
+        from imas_lab import profiling
+        return getattr(profiling, f"{a.what}_command")(a)
     ms = a.methods.split(",") if a.methods else semi_supervised()
-    r = bench_step(ms, a.steps, a.warmup, a.rounds, a.preset, device=a.device, batch_size=a.batch_size, **dict(a.settings))
+    r = bench_step(ms, a.steps, a.warmup, a.rounds, a.preset, device=a.device, batch_size=a.batch_size,
+                   **dict(a.settings))
     print(json.dumps(r) if a.json else "\n".join(f"{k}: {v}" for k, v in r.items()))
     if not a.json and len(ms) == 2: print(f"{ms[1]} / {ms[0]}: {r[ms[1]] / r[ms[0]]:.3f}x")
 
 # %% ../nbs/12_bench.ipynb #4a529278
-def _rows(a) -> dict:
-    if not a.rows: return GPU_MATRIX
-    unknown = [k for k in a.rows.split(",") if k not in GPU_MATRIX]
+def matrix_rows(names: str | None) -> dict:
+    "The GPU_MATRIX rows named in the comma-separated `names` (all of them when empty)."
+    if not names: return GPU_MATRIX
+    unknown = [k for k in names.split(",") if k not in GPU_MATRIX]
     if unknown: raise SystemExit(f"--rows: {unknown} not in GPU_MATRIX ({list(GPU_MATRIX)})")
-    return {k: GPU_MATRIX[k] for k in a.rows.split(",")}
+    return {k: GPU_MATRIX[k] for k in names.split(",")}
 
 def _matrix_command(a):
-    table = bench_matrix(_rows(a), a.preset, a.steps, **dict(a.settings))
+    table = bench_matrix(matrix_rows(a.rows), a.preset, a.steps, **dict(a.settings))
     if a.csv: table.to_csv(a.csv, index=False)
     print(frame_markdown(table))
 
-def _report_command(a):
-    out = report(a.out, a.preset, _rows(a), a.steps, a.images, **dict(a.settings))
-    for name in ("env.json", "syncs.json", "loader.json", "matrix.md"): print((out / name).read_text())
-
-# %% ../nbs/12_bench.ipynb #3cc7b8f1
-def _profile_command(a):
-    table, shares = profile_step(bench_trainer(a.preset, device=a.device, **dict(a.settings)),
-                                 a.method, a.steps)
-    print(table); print(json.dumps({f"{k}_share": v for k, v in shares.items()}))
-
-# %% ../nbs/12_bench.ipynb #0939b8a0
-def _loader_command(a):
-    with tempfile.TemporaryDirectory() as tmp:
-        root = a.root or jpeg_dataset(Path(tmp) / "jpeg", a.images)
-        print(json.dumps(bench_loader(root, a.preset, a.batches, num_workers=a.num_workers)))
 
 # %% ../nbs/12_bench.ipynb #6fe353fd
 #| eval: false

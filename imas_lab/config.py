@@ -5,7 +5,7 @@
 # %% ../nbs/07_config.ipynb #6769d169
 from __future__ import annotations
 import argparse, dataclasses
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from pathlib import Path
 import yaml
 

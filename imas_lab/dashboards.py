@@ -52,7 +52,8 @@ class RunData:
         elif source.is_file(): self.cfg = config_from_dict(torch.load(source, weights_only=True)["config"])
         else: raise FileNotFoundError(f"{self.run.config} not found: {source} is not a run dir")
         self.data = data if data is not None else build_dataset(self.cfg.dataset, self.cfg.data_root)
-        self.records, self.logs, self.device, self._models = {r.id: r for r in self.data.train}, self.run.read(), device, {}
+        self.records, self.logs = {r.id: r for r in self.data.train}, self.run.read()
+        self.device, self._models = device, {}
 
 # %% ../nbs/15_dashboards.ipynb #3a0e0f93
 def _unlabeled_ids(self: RunData) -> list[str]:
@@ -86,7 +87,8 @@ def demo_run(run_dir="runs/dashboards-demo", data_root=None, max_iters: int = 30
     run = RunDir(run_dir)
     if not run.summary.exists():
         train("toy", None if data_root is None else str(data_root), split="1/8", method="imas", max_iters=max_iters,
-              eval_every=max(max_iters // 4, 1), run_dir=str(run.path), resume=run.last.exists(), device="cpu", **settings)
+              eval_every=max(max_iters // 4, 1), run_dir=str(run.path), resume=run.last.exists(), device="cpu",
+              **settings)
     return run.path
 
 # %% ../nbs/15_dashboards.ipynb #86c9a2d0
@@ -95,7 +97,8 @@ class _Dashboard:
     def _show(self, out: W.Output, name: str, fig):
         self.figures[name] = fig
         with out:
-            clear_output(wait=True); display(fig)
+            clear_output(wait=True)
+            display(fig)
         plt.close(fig)
         return fig
 
@@ -107,7 +110,8 @@ class HardnessDashboard(_Dashboard):
     def __init__(self, source, data: SegData | None = None, device="cpu", n_rows: int = 12):
         self.rd, self.figures, self.n_rows = RunData(source, data, device), {}, n_rows
         h = self.rd.logs["hardness"]
-        if not len(h): raise ValueError(f"{self.rd.run.hardness} is missing or empty: only method='imas' runs log hardness")
+        if not len(h):
+            raise ValueError(f"{self.rd.run.hardness} is missing or empty: only method='imas' runs log hardness")
         self.ends = sorted({*self.rd.logs["metrics"]["iter"].astype(int), int(h["iter"].max())})  # the evaluations
         self.hardness = h.assign(window=np.searchsorted(self.ends, h["iter"], side="left"))
         self._build()
@@ -132,20 +136,27 @@ def _plot_distribution(self: HardnessDashboard, k: int | None = None):
         groups = [g["gamma"].to_numpy() for _, g in self.hardness.groupby("window")]
         ax.violinplot(groups, positions=range(len(groups)), showmeans=True)
         ax.set(xlabel="interval (ending at evaluation)", ylabel="hardness gamma", title="gamma per interval",
-               xticks=range(len(groups)), xticklabels=[str(self.ends[w]) for w in sorted(self.hardness["window"].unique())])
+               xticks=range(len(groups)),
+               xticklabels=[str(self.ends[w]) for w in sorted(self.hardness["window"].unique())])
     else:
         g = self.hardness.loc[self.hardness["window"] == k, "gamma"]
-        ax.hist(g, bins=20, range=(0, 1), color="tab:red", alpha=.7); ax.axvline(g.mean(), color="k", ls="--")
-        ax.set(xlabel="hardness gamma (0 easy, 1 hard)", ylabel="draws", title=f"{self.window_label(k)}: mean {g.mean():.2f}")
-    fig.tight_layout(); return fig
+        ax.hist(g, bins=20, range=(0, 1), color="tab:red", alpha=.7)
+        ax.axvline(g.mean(), color="k", ls="--")
+        ax.set(xlabel="hardness gamma (0 easy, 1 hard)", ylabel="draws",
+               title=f"{self.window_label(k)}: mean {g.mean():.2f}")
+    fig.tight_layout()
+    return fig
 
 def _plot_means(self: HardnessDashboard):
     "Mean gamma, rho_s and rho_t per interval, at the interval's last iteration."
     m = self.hardness.groupby("window")[["gamma", "rho_s", "rho_t"]].mean()
     fig, ax = plt.subplots(figsize=(6, 3))
     for col in m: ax.plot([self.ends[w] for w in m.index], m[col], "-o", ms=3, label=col)
-    ax.set(xlabel="iteration", ylim=(0, 1), title="means over training"); ax.legend(); ax.grid(alpha=.3)
-    fig.tight_layout(); return fig
+    ax.set(xlabel="iteration", ylim=(0, 1), title="means over training")
+    ax.legend()
+    ax.grid(alpha=.3)
+    fig.tight_layout()
+    return fig
 HardnessDashboard.plot_distribution, HardnessDashboard.plot_means = _plot_distribution, _plot_means
 
 # %% ../nbs/15_dashboards.ipynb #ca29a1ce
@@ -156,12 +167,18 @@ def _plot_instance(self: HardnessDashboard, id: str):
     label_s = rd.logits([id], "student").argmax(1)
     fig, axes = plt.subplots(1, 5, figsize=(13, 3), gridspec_kw=dict(width_ratios=[1, 1, 1, 1, 2]))
     panels = [(rd.image(id), "image"), (colourize(label_t[0]), "teacher pseudo-label"),
-              (colourize(label_s[0]), "student prediction"), ((conf_t[0] >= tau).numpy(), f"confident >= {tau} (white)")]
-    for ax, (im, title) in zip(axes, panels): ax.imshow(im, cmap="gray", vmin=0, vmax=1); ax.set_title(title, fontsize=9); ax.axis("off")
+              (colourize(label_s[0]), "student prediction"),
+              ((conf_t[0] >= tau).numpy(), f"confident >= {tau} (white)")]
+    for ax, (im, title) in zip(axes, panels):
+        ax.imshow(im, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
     traj = self.hardness[self.hardness["id"] == id]
     for col in ("gamma", "rho_s", "rho_t"): axes[4].plot(traj["iter"], traj[col], "-o", ms=3, label=col)
-    axes[4].set(xlabel="iteration", ylim=(0, 1), title=f"{id}: over training"); axes[4].legend(fontsize=7)
-    class_legend(fig, rd.data.class_names); fig.tight_layout(rect=(0, .1, 1, 1))
+    axes[4].set(xlabel="iteration", ylim=(0, 1), title=f"{id}: over training")
+    axes[4].legend(fontsize=7)
+    class_legend(fig, rd.data.class_names)
+    fig.tight_layout(rect=(0, .1, 1, 1))
     return fig
 HardnessDashboard.plot_instance = _plot_instance
 
@@ -178,7 +195,8 @@ def _build(self: HardnessDashboard):
     for c in (self.window, self.all_windows, self.sort_by, self.order): c.observe(lambda _: self.refresh(), "value")
     self.pick.observe(lambda ch: ch["new"] and self.show_instance(ch["new"]), "value")
     self.widget = W.VBox([W.HTML(f"<b>Hardness</b> of {self.rd.run.path.name}"),
-                          W.HBox([self.window, self.all_windows]), self.caption, W.HBox([self.out_dist, self.out_means]),
+                          W.HBox([self.window, self.all_windows]), self.caption,
+                          W.HBox([self.out_dist, self.out_means]),
                           W.HBox([self.sort_by, self.order]), W.HBox([self.pick, self.table]), self.out_inst])
     self._show(self.out_means, "means", self.plot_means())
     self.refresh()
@@ -198,7 +216,8 @@ def _select(self: HardnessDashboard, id: str):
     self.pick.value = id
 
 def _show_instance(self: HardnessDashboard, id: str):
-    self._show(self.out_inst, "instance", self.plot_instance(id)); self.selected = id
+    self._show(self.out_inst, "instance", self.plot_instance(id))
+    self.selected = id
 HardnessDashboard._build, HardnessDashboard.refresh, HardnessDashboard.select, HardnessDashboard.show_instance = \
     _build, _refresh, _select, _show_instance
 
@@ -232,7 +251,8 @@ def _views(self: AugmentExplorer, index: int, gamma: float) -> dict:
     gammas = torch.cat([torch.tensor([float(gamma)]), torch.rand(self.batch - 1, generator=g)])
     cut = hardness_cutmix(weak, masks, torch.ones(masks.shape), gammas, generator=g)
     p = float((1 - gammas).mean())
-    return dict(weak=weak[0], strong=strong[0], mixed=mixed[0], cutmix=cut.img[0], mask=masks[0], cutmix_mask=cut.mask_u[0],
+    return dict(weak=weak[0], strong=strong[0], mixed=mixed[0], cutmix=cut.img[0], mask=masks[0],
+                cutmix_mask=cut.mask_u[0],
                 ops=describe_ops(ops), box=cut.boxes[0].tolist(), partner=recs[int(cut.partner[0])].id,
                 partner_gamma=float(gammas[cut.partner[0]]), fire_p=p, fired=bool(cut.fired), id=recs[0].id)
 AugmentExplorer.weak_view, AugmentExplorer.views = _weak_view, _views
@@ -247,16 +267,19 @@ def _plot(self: AugmentExplorer, v: dict, gamma: float):
               (colourize(v["cutmix_mask"]), "CutMix labels")]
     for ax, (im, title) in zip(axes, panels):
         ax.imshow(im.permute(1, 2, 0).clamp(0, 1).numpy() if torch.is_tensor(im) else im)
-        ax.set_title(title, fontsize=8); ax.axis("off")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
     for ax in axes[3:]: ax.add_patch(Rectangle((x0 - .5, y0 - .5), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=1.5))
-    class_legend(fig, self.data.class_names); fig.tight_layout(rect=(0, .1, 1, 1))
+    class_legend(fig, self.data.class_names)
+    fig.tight_layout(rect=(0, .1, 1, 1))
     return fig
 
 def _build_aug(self: AugmentExplorer):
     self.index = W.IntSlider(value=0, min=0, max=len(self.data.train) - 1, description="image", continuous_update=False)
     self.gamma = W.FloatSlider(value=0.5, min=0, max=1, step=0.05, description="hardness", continuous_update=False)
     self.reroll_button, self.caption, self.out = W.Button(description="re-roll"), W.HTML(), W.Output()
-    self.index.observe(lambda _: self.render(), "value"); self.gamma.observe(lambda _: self.render(), "value")
+    self.index.observe(lambda _: self.render(), "value")
+    self.gamma.observe(lambda _: self.render(), "value")
     self.reroll_button.on_click(lambda _: self.reroll())
     self.widget = W.VBox([W.HTML("<b>Augmentation explorer</b>"), W.HBox([self.index, self.gamma, self.reroll_button]),
                           self.out, self.caption])
@@ -266,11 +289,16 @@ def _render(self: AugmentExplorer):
     "Draw the views for the current image and hardness."
     v = self.current = self.views(self.index.value, self.gamma.value)
     self._show(self.out, "views", self._plot(v, self.gamma.value))
-    self.caption.value = (f"strong ops: {v['ops']} | CutMix box (y0, x0, y1, x1) {tuple(v['box'])} from {v['partner']}; "
-                          f"fires with p = mean easiness {v['fire_p']:.2f}, this roll: {'fired' if v['fired'] else 'not fired'}")
+    fired = "fired" if v["fired"] else "not fired"
+    self.caption.value = (f"strong ops: {v['ops']} | "
+                          f"CutMix box (y0, x0, y1, x1) {tuple(v['box'])} from {v['partner']}; "
+                          f"fires with p = mean easiness {v['fire_p']:.2f}, this roll: {fired}")
 
-def _reroll(self: AugmentExplorer): self.seed += 1; self.render()
-AugmentExplorer._plot, AugmentExplorer._build, AugmentExplorer.render, AugmentExplorer.reroll = _plot, _build_aug, _render, _reroll
+def _reroll(self: AugmentExplorer):
+    self.seed += 1
+    self.render()
+AugmentExplorer._plot, AugmentExplorer._build = _plot, _build_aug
+AugmentExplorer.render, AugmentExplorer.reroll = _render, _reroll
 
 # %% ../nbs/15_dashboards.ipynb #ddb02051
 class PseudoLabelViewer(_Dashboard):
@@ -302,20 +330,25 @@ PseudoLabelViewer.stats = _stats
 # %% ../nbs/15_dashboards.ipynb #2bbea042
 def _plot_pl(self: PseudoLabelViewer, i: int, tau: float):
     id = self.sample[i]
-    panels = [(self.rd.image(id), f"image {id}"), (None if self.gt[i] is None else colourize(self.gt[i]), "ground truth"),
+    panels = [(self.rd.image(id), f"image {id}"),
+              (None if self.gt[i] is None else colourize(self.gt[i]), "ground truth"),
               (colourize(self.labels[i]), "pseudo-label"),
-              (colourize(np.where((self.conf[i] >= tau).numpy(), self.labels[i].numpy(), IGNORE_INDEX)), f"kept at tau {tau:.2f}")]
+              (colourize(np.where((self.conf[i] >= tau).numpy(), self.labels[i].numpy(), IGNORE_INDEX)),
+               f"kept at tau {tau:.2f}")]
     fig, axes = plt.subplots(1, 4, figsize=(10, 3))
     for ax, (im, title) in zip(axes, panels):
         if im is None: ax.text(.5, .5, "no ground truth", ha="center")
         else: ax.imshow(im)
-        ax.set_title(title, fontsize=9); ax.axis("off")
-    class_legend(fig, self.rd.data.class_names); fig.tight_layout(rect=(0, .1, 1, 1))
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    class_legend(fig, self.rd.data.class_names)
+    fig.tight_layout(rect=(0, .1, 1, 1))
     return fig
 
 def _build_pl(self: PseudoLabelViewer):
     self.index = W.IntSlider(value=0, min=0, max=len(self.sample) - 1, description="image", continuous_update=False)
-    self.tau = W.FloatSlider(value=self.rd.cfg.tau, min=0.0, max=0.99, step=0.01, description="tau", continuous_update=False)
+    self.tau = W.FloatSlider(value=self.rd.cfg.tau, min=0.0, max=0.99, step=0.01, description="tau",
+                             continuous_update=False)
     self.caption, self.out = W.HTML(), W.Output()
     for c in (self.index, self.tau): c.observe(lambda _: self.render(), "value")
     self.widget = W.VBox([W.HTML(f"<b>Pseudo-labels</b> of {self.rd.run.path.name} ({self.rd.checkpoint.name})"),
@@ -326,8 +359,8 @@ def _render_pl(self: PseudoLabelViewer):
     "Draw the current image at the current tau and report the kept share and accuracy."
     i, tau = self.index.value, self.tau.value
     one, all_ = self.stats(tau, i), self.stats(tau)
-    f = lambda s: (f"kept {100 * s['kept']:.1f}% of pixels ({100 * s['fg_share']:.1f}% of them foreground), accuracy of "
-                   f"kept {100 * s['accuracy']:.1f}% (foreground {100 * s['fg_accuracy']:.1f}%)")
+    f = lambda s: (f"kept {100 * s['kept']:.1f}% of pixels ({100 * s['fg_share']:.1f}% of them foreground), "
+                   f"accuracy of kept {100 * s['accuracy']:.1f}% (foreground {100 * s['fg_accuracy']:.1f}%)")
     self._show(self.out, "pseudo_labels", self._plot(i, tau))
     self.caption.value = f"this image: {f(one)}<br>{len(self.sample)} unlabeled images: {f(all_)}"
 PseudoLabelViewer._plot, PseudoLabelViewer._build, PseudoLabelViewer.render = _plot_pl, _build_pl, _render_pl

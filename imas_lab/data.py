@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from .core import IGNORE_INDEX, BACKGROUND, IMAGENET_MEAN, IMAGENET_STD, voc_palette
+from .core import IGNORE_INDEX, BACKGROUND, IMAGENET_MEAN, IMAGENET_STD
 from .toydata import TOY_CLASSES, ensure_toy_dataset
 
 # %% auto #0
@@ -74,11 +74,13 @@ def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: return _stats_
 
 def normalize(img01: torch.Tensor) -> torch.Tensor:
     "ImageNet-normalise float images in [0, 1], shaped `[..., 3, H, W]`."
-    mean, std = _stats(img01); return (img01 - mean) / std
+    mean, std = _stats(img01)
+    return (img01 - mean) / std
 
 def denormalize(img: torch.Tensor) -> torch.Tensor:
     "Undo `normalize`: back to [0, 1] floats (not clamped)."
-    mean, std = _stats(img); return img * std + mean
+    mean, std = _stats(img)
+    return img * std + mean
 
 # %% ../nbs/02_data.ipynb #462f20b3
 class DatasetError(ValueError):
@@ -151,25 +153,6 @@ def voc_dataset(root: str | Path = "data/VOCdevkit/VOC2012", class_names=VOC_CLA
     return SegData(name, kind, root, tuple(class_names), [rec(i, train_masks) for i in train_ids],
                    [rec(i, val_masks) for i in val_ids])
 
-# %% ../nbs/02_data.ipynb #36eabc30
-def _palette_png(mask: np.ndarray, path: Path):
-    png = Image.fromarray(mask.astype(np.uint8), mode="P"); png.putpalette(voc_palette().flatten().tolist())
-    png.save(path)
-
-def _voc_tree(root: Path, train=("a", "b", "c", "d"), val=("v1", "v2"), num_classes: int = 3, size=(12, 16),
-              aug: bool = False, seed: int = 0) -> Path:
-    "Write a tiny VOC-layout dataset (for tests); `aug` puts the train masks into SegmentationClassAug/."
-    rng = np.random.default_rng(seed); root = Path(root)
-    for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"): (root / d).mkdir(parents=True, exist_ok=True)
-    if aug: (root / "SegmentationClassAug").mkdir(exist_ok=True)
-    for part, ids in (("train", train), ("val", val)):
-        for i in ids:
-            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / "JPEGImages" / f"{i}.jpg")
-            mask = rng.integers(0, num_classes, size); mask[0, :2] = IGNORE_INDEX
-            _palette_png(mask, root / ("SegmentationClassAug" if aug and part == "train" else "SegmentationClass") / f"{i}.png")
-        if not aug or part == "val": (root / "ImageSets/Segmentation" / f"{part}.txt").write_text("\n".join(ids) + "\n")
-    return root
-
 # %% ../nbs/02_data.ipynb #f7c06ae2
 CITYSCAPES_LAYOUT = """  leftImg8bit/{train,val}/<city>/<id>_leftImg8bit.png
   gtFine/{train,val}/<city>/<id>_gtFine_labelIds.png   (or <id>_gtFine_labelTrainIds.png)"""
@@ -187,23 +170,6 @@ def cityscapes_dataset(root: str | Path = "data/cityscapes", name: str = "citysc
         if not recs: raise DatasetError(f"Cityscapes: no leftImg8bit/{part}/<city>/*_leftImg8bit.png under '{root}'")
         return recs
     return SegData(name, "cityscapes", root, CITYSCAPES_CLASSES, records("train"), records("val"), background=None)
-
-# %% ../nbs/02_data.ipynb #f3fe9240
-def _cityscapes_tree(root: Path, train=(("aachen", "aachen_000000_000019"), ("bonn", "bonn_000001_000002")),
-                     val=(("lindau", "lindau_000000_000019"),), size=(8, 16), train_ids: bool = False,
-                     seed: int = 0) -> Path:
-    "Write a tiny Cityscapes-layout dataset (for tests)."
-    rng = np.random.default_rng(seed); root = Path(root)
-    raw_ids = np.array([0, 7, 8, 26, 33])
-    for part, items in (("train", train), ("val", val)):
-        for city, sid in items:
-            for d in ("leftImg8bit", "gtFine"): (root / d / part / city).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
-                root / "leftImg8bit" / part / city / f"{sid}_leftImg8bit.png")
-            raw = raw_ids[rng.integers(0, len(raw_ids), size)].astype(np.uint8)
-            out, suffix = (CITYSCAPES_LUT[raw], "labelTrainIds") if train_ids else (raw, "labelIds")
-            Image.fromarray(out).save(root / "gtFine" / part / city / f"{sid}_gtFine_{suffix}.png")
-    return root
 
 # %% ../nbs/02_data.ipynb #5c178f2b
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -237,19 +203,6 @@ def folder_dataset(root: str | Path, name: str | None = None) -> SegData:
     return SegData(name or root.name, "folder", root, class_names, [r for s, r in recs.items() if s not in val_set],
                    [recs[i] for i in val_ids])
 
-# %% ../nbs/02_data.ipynb #7d890685
-def _folder_tree(root: Path, labeled=("l1", "l2", "l3"), unlabeled=("u1", "u2"), val=("v1",), num_classes: int = 3,
-                 size=(10, 14), seed: int = 0) -> Path:
-    "Write a tiny folder-layout dataset (for tests)."
-    rng = np.random.default_rng(seed); root = Path(root)
-    (root / "images").mkdir(parents=True, exist_ok=True); (root / "masks").mkdir(exist_ok=True)
-    for i in (*labeled, *unlabeled, *val):
-        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / "images" / f"{i}.png")
-        if i not in unlabeled: Image.fromarray(rng.integers(0, num_classes, size).astype(np.uint8)).save(root / "masks" / f"{i}.png")
-    (root / "classes.txt").write_text("\n".join(["background"] + [f"class{c}" for c in range(1, num_classes)]) + "\n")
-    if val: (root / "val.txt").write_text("\n".join(val) + "\n")
-    return root
-
 # %% ../nbs/02_data.ipynb #58d5d73e
 DATASETS = ("toy", "voc", "cityscapes", "folder")
 DEFAULT_ROOTS = {"toy": "data/toy", "voc": "data/VOCdevkit/VOC2012", "cityscapes": "data/cityscapes"}
@@ -268,13 +221,17 @@ def _fault(role: str, rec: Record, num_classes: int) -> str | None:
     where = f"{role} id {rec.id!r}"
     if not Path(rec.image).exists(): return f"{where}: image {rec.image} does not exist"
     try:
-        with Image.open(rec.image) as im: im.load(); size = im.size
+        with Image.open(rec.image) as im:
+            im.load()
+            size = im.size
     except Exception as e: return f"{where}: image {rec.image} cannot be read ({type(e).__name__}: {e})"
     if role == "unlabeled": return None
     if rec.mask is None or not Path(rec.mask).exists():
         return f"{where}: mask {rec.mask or '(none)'} does not exist; a {role} image needs a mask"
     try:
-        with Image.open(rec.mask) as m: m.load(); mode, msize, arr = m.mode, m.size, np.asarray(m)
+        with Image.open(rec.mask) as m:
+            m.load()
+            mode, msize, arr = m.mode, m.size, np.asarray(m)
     except Exception as e: return f"{where}: mask {rec.mask} cannot be read ({type(e).__name__}: {e})"
     if mode not in ("P", "L"):
         return f"{where}: mask {rec.mask} is a {mode} image; expected a single-channel PNG of class indices"
@@ -284,14 +241,17 @@ def _fault(role: str, rec: Record, num_classes: int) -> str | None:
     bad = [int(v) for v in present if v >= n_valid and v != IGNORE_INDEX]
     if bad:
         what = "Cityscapes label ids" if rec.remap else "class ids"
-        return f"{where}: mask {rec.mask} holds value(s) {bad}; expected {what} 0..{n_valid - 1} or {IGNORE_INDEX} (ignore)"
+        return (f"{where}: mask {rec.mask} holds value(s) {bad}; "
+                f"expected {what} 0..{n_valid - 1} or {IGNORE_INDEX} (ignore)")
     return None
 
 # %% ../nbs/02_data.ipynb #f6a2cca2
 CHECK_CACHE = ".imas_lab_check.json"
 
 def _stat(path) -> list | None:
-    try: st = os.stat(path); return [st.st_size, st.st_mtime_ns]
+    try:
+        st = os.stat(path)
+        return [st.st_size, st.st_mtime_ns]
     except (OSError, TypeError): return None
 
 def _check_key(items, num_classes: int) -> str:
@@ -327,6 +287,8 @@ def check_dataset(data: SegData, split=None, cache: bool = True, workers: int = 
     if cache:
         verdicts[key] = dict(checked=len(items), at=time.strftime("%Y-%m-%d %H:%M:%S"))
         tmp = data.root / f"{CHECK_CACHE}.{os.getpid()}.tmp"   # write, then rename: readers never see half a file
-        try: tmp.write_text(json.dumps(verdicts, indent=1)); os.replace(tmp, data.root / CHECK_CACHE)
+        try:
+            tmp.write_text(json.dumps(verdicts, indent=1))
+            os.replace(tmp, data.root / CHECK_CACHE)
         except OSError: tmp.unlink(missing_ok=True)  # a read-only dataset is simply checked again next time
     return dict(checked=len(items), cached=False)

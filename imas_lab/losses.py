@@ -8,7 +8,6 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from .core import IGNORE_INDEX
-from .hardness import pseudo_labels
 
 # %% auto #0
 __all__ = ['ce_loss', 'ohem_keep', 'ohem_ce_loss', 'supervised_loss', 'pseudo_label_loss']

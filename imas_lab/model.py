@@ -5,7 +5,6 @@
 # %% ../nbs/06_model.ipynb #8d6afcd8
 from __future__ import annotations
 import os, warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import NamedTuple
 import torch

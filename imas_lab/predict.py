@@ -12,12 +12,12 @@ from PIL import Image
 
 from .core import get_device, voc_palette
 from .config import config_from_dict
-from .data import normalize, read_image
+from .data import IMAGE_EXTS, normalize, read_image
 from .evaluate import predict_logits
 from .train import model_from_config
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'load_model', 'predict', 'overlay', 'predict_folder', 'main']
+__all__ = ['load_model', 'predict', 'overlay', 'predict_folder', 'main']
 
 # %% ../nbs/13_predict.ipynb #3c9a3bd7
 def load_model(checkpoint, device="cpu", which: str = "teacher") -> tuple[torch.nn.Module, dict]:
@@ -64,14 +64,12 @@ def overlay(image, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     return (img * (1 - a) + colour * a).round().astype(np.uint8)
 
 # %% ../nbs/13_predict.ipynb #0852b19f
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
 def predict_folder(checkpoint, images_dir, out_dir, device="auto", with_overlay: bool = False) -> list[Path]:
     "Predict every image in `images_dir`; write `<name>.png` label maps (and `<name>_overlay.jpg`) to `out_dir`."
     model, meta = load_model(checkpoint, device)
     cfg = meta["config"]
-    paths = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths: raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}")
+    paths = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    if not paths: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {images_dir}")
     out = Path(out_dir); out.mkdir(parents=True, exist_ok=True); pal = voc_palette().flatten().tolist()
     written = []
     for p in paths:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_toydata.ipynb #1a977a47
 from __future__ import annotations
-import colorsys, json, os, shutil, time
+import colorsys, json, os, shutil
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw

@@ -54,10 +54,16 @@ class Trainer:
         self.is_main, self.run = self.dist.rank == 0, RunDir(cfg.run_dir)
         self.data = data if data is not None else build_dataset(cfg.dataset, cfg.data_root)
         if self.is_main: self.run.check(resume=cfg.resume)
-        self.setup_method(); self.setup_data(); self.setup_model(); self.setup_optimizer(); self.reset_logs()
+        self.setup_method()
+        self.setup_data()
+        self.setup_model()
+        self.setup_optimizer()
+        self.reset_logs()
         self.it, self.epoch, self.seconds, self.best_miou, self.summary = 0, 0, 0.0, -1.0, None
         if cfg.resume: self.load_checkpoint(self.run.last)
-        if self.is_main: self.run.start(cfg); write_split(self.loaders.split, self.run.path)
+        if self.is_main:
+            self.run.start(cfg)
+            write_split(self.loaders.split, self.run.path)
 
 # %% ../nbs/11_train.ipynb #f159e52e
 @patch(cls_method=True)
@@ -66,7 +72,10 @@ def for_model(cls: Trainer, cfg: Config, num_classes: int) -> Trainer:
     t = cls.__new__(cls)
     t.cfg, (t.dist, t.device) = cfg, init_distributed(cfg.device)
     t.is_main, t.data = t.dist.rank == 0, SimpleNamespace(num_classes=num_classes)
-    t.setup_method(); t.setup_model(); t.setup_optimizer(); t.reset_logs()
+    t.setup_method()
+    t.setup_model()
+    t.setup_optimizer()
+    t.reset_logs()
     t.it, t.epoch, t.max_iters = 0, 0, 10**9
     return t
 
@@ -77,9 +86,9 @@ def setup_data(self: Trainer):
     cfg, d = self.cfg, self.dist
     split = make_split(self.data, cfg.split, cfg.seed, cfg.splits_dir, cfg.split_family)
     if self.method.unlabeled and not split.unlabeled: split = dataclasses.replace(split, unlabeled=split.labeled)
-    self.loaders = build_loaders(self.data, split, cfg.batch_size, cfg.crop_size, cfg.base_size, cfg.scale_range, cfg.seed,
-                                 num_workers=cfg.num_workers, device=self.device, rank=d.rank, world_size=d.world_size,
-                                 check=self.is_main, val_batch_size=cfg.val_batch_size,
+    self.loaders = build_loaders(self.data, split, cfg.batch_size, cfg.crop_size, cfg.base_size, cfg.scale_range,
+                                 cfg.seed, num_workers=cfg.num_workers, device=self.device, rank=d.rank,
+                                 world_size=d.world_size, check=self.is_main, val_batch_size=cfg.val_batch_size,
                                  cache_images=cfg.cache_images)
     self.iters_per_epoch = self.loaders.iters_per_epoch // cfg.accumulate
     if self.iters_per_epoch < 1:
@@ -111,8 +120,10 @@ def setup_model(self: Trainer):
 def setup_method(self: Trainer):
     "The method of `cfg.method` with its settings, the supervised loss, and the generator of its random draws."
     cfg = self.cfg
-    criterion = partial(ohem_ce_loss, thresh=cfg.ohem_thresh, min_kept=cfg.ohem_min_kept) if cfg.sup_loss == "ohem" else ce_loss
-    self.method = get_method(cfg.method).from_config(cfg, partial(supervised_loss, criterion=criterion, aux_weight=cfg.aux_weight))
+    criterion = ce_loss
+    if cfg.sup_loss == "ohem": criterion = partial(ohem_ce_loss, thresh=cfg.ohem_thresh, min_kept=cfg.ohem_min_kept)
+    sup_loss = partial(supervised_loss, criterion=criterion, aux_weight=cfg.aux_weight)
+    self.method = get_method(cfg.method).from_config(cfg, sup_loss)
     self.generator = torch.Generator(self.device).manual_seed(mix_seed(cfg.seed, self.dist.rank, 2))
 
 @patch
@@ -121,7 +132,8 @@ def setup_optimizer(self: Trainer):
     cfg, dev = self.cfg, self.device
     groups = param_groups(self.model, cfg.lr, cfg.head_lr_mult, cfg.weight_decay)
     self.optimizer = make_optimizer(groups, cfg.momentum, cfg.weight_decay, dev)
-    self.amp_dtype = amp_dtype(cfg.amp, dev); self.scaler = make_scaler(self.amp_dtype, dev)
+    self.amp_dtype = amp_dtype(cfg.amp, dev)
+    self.scaler = make_scaler(self.amp_dtype, dev)
 
 # %% ../nbs/11_train.ipynb #41f4817b
 LOG_SUMS = ("loss_x", "loss_u", "pl_ratio", "hardness", "steps")
@@ -129,7 +141,8 @@ LOG_SUMS = ("loss_x", "loss_u", "pl_ratio", "hardness", "steps")
 @patch
 def reset_logs(self: Trainer):
     "Empty running sums of the logs and no hardness rows."
-    self.sums = torch.zeros(len(LOG_SUMS), device=self.device, dtype=torch.float64); self.hardness_rows = []
+    self.sums = torch.zeros(len(LOG_SUMS), device=self.device, dtype=torch.float64)
+    self.hardness_rows = []
 
 # %% ../nbs/11_train.ipynb #d2896a9e
 @patch
@@ -141,7 +154,8 @@ def batches(self: Trainer):
         self.loaders.set_epoch(self.epoch, start)
         unl = iter(self.loaders.unlabeled) if self.method.unlabeled else None
         for batch_x in self.loaders.labeled:
-            mb += 1; yield batch_x, next(unl) if unl is not None else None
+            mb += 1
+            yield batch_x, next(unl) if unl is not None else None
 
 # %% ../nbs/11_train.ipynb #64a39f05
 @patch
@@ -176,7 +190,9 @@ def train_iter(self: Trainer, batches):
             out = self.losses(*next(batches))
             self.scaler.scale(out["loss"] / self.cfg.accumulate).backward()
         self.record(out)
-    self.scaler.step(self.optimizer); self.scaler.update(); self.optimizer.zero_grad(set_to_none=True)
+    self.scaler.step(self.optimizer)
+    self.scaler.update()
+    self.optimizer.zero_grad(set_to_none=True)
     copy_steps = self.iters_per_epoch if self.cfg.ema_warmup == "epoch" else None
     ema_update(self.teacher, self.model, ema_decay(self.it, self.cfg.ema_decay, copy_steps))
 
@@ -202,7 +218,9 @@ def mean_logs(self: Trainer) -> list[float]:
     sums = mean_over_ranks(self.sums).tolist()
     means = [v / max(sums[-1], 1) for v in sums[:-1]]
     if not all(math.isfinite(v) for v in means):
-        last = f"{self.run.last} (iteration {torch.load(self.run.last, weights_only=True)['iter']})" if self.run.last.exists() else "none yet"
+        last = "none yet"
+        if self.run.last.exists():
+            last = f"{self.run.last} (iteration {torch.load(self.run.last, weights_only=True)['iter']})"
         raise NonFiniteLoss(f"{self.cfg.method}: loss_x={means[0]}, loss_u={means[1]} by iteration {self.it}; stopped. "
                             f"Last good checkpoint: {last} (kept). Try a lower lr, or amp='off'.")
     return means
@@ -226,8 +244,11 @@ def log_row(self: Trainer) -> dict:
                miou_student=evals["student"]["miou"], lr=self.optimizer.param_groups[0]["lr"], pl_ratio=pl_ratio,
                hardness=hardness if self.method.logs_hardness else None, seconds=self.elapsed())
     if self.is_main: self.run.log_metrics(row)
-    if self.eval_reported["miou"] > self.best_miou: self.best_miou = self.eval_reported["miou"]; self.save_best()
-    self.sums.zero_(); return row
+    if self.eval_reported["miou"] > self.best_miou:
+        self.best_miou = self.eval_reported["miou"]
+        self.save_best()
+    self.sums.zero_()
+    return row
 
 # %% ../nbs/11_train.ipynb #eed16115
 @patch
@@ -236,25 +257,29 @@ def flush_hardness(self: Trainer):
     if not self.hardness_rows: return
     rows = torch.cat([torch.cat([r.new_full((len(r), 1), it), r.new_full((len(r), 1), ep), r], 1)
                       for it, ep, r in self.hardness_rows])
-    rows = gather_rows(rows).cpu().numpy(); self.hardness_rows = []
+    rows = gather_rows(rows).cpu().numpy()
+    self.hardness_rows = []
     if not self.is_main: return
-    df = pd.DataFrame(rows, columns=["iter", "epoch", "idx", "gamma", "rho_s", "rho_t"]).astype({"iter": int, "epoch": int, "idx": int})
+    df = pd.DataFrame(rows, columns=["iter", "epoch", "idx", "gamma", "rho_s", "rho_t"])
+    df = df.astype({"iter": int, "epoch": int, "idx": int})
     ids = [r.id for r in self.loaders.unlabeled.dataset.records]
     self.run.log_hardness(df.assign(id=[ids[i] for i in df["idx"]]))
 
 @patch
 def elapsed(self: Trainer) -> float:
     "Training seconds so far (the time of evaluations and checkpoints included)."
-    now = time.perf_counter(); self.seconds += now - self._clock; self._clock = now
+    now = time.perf_counter()
+    self.seconds += now - self._clock
+    self._clock = now
     return round(self.seconds, 2)
 
 # %% ../nbs/11_train.ipynb #f28063d2
 @patch
 def state(self: Trainer) -> dict:
     "The run's config, class names, iteration, best mIoU, time and the student's and teacher's weights."
-    return dict(config=dataclasses.asdict(self.cfg), num_classes=self.data.num_classes, class_names=list(self.data.class_names),
-                iter=self.it, best_miou=self.best_miou, seconds=self.seconds, student=self.model.state_dict(),
-                teacher=self.teacher.state_dict())
+    return dict(config=dataclasses.asdict(self.cfg), num_classes=self.data.num_classes,
+                class_names=list(self.data.class_names), iter=self.it, best_miou=self.best_miou, seconds=self.seconds,
+                student=self.model.state_dict(), teacher=self.teacher.state_dict())
 
 @patch
 def save_checkpoint(self: Trainer):
@@ -262,8 +287,8 @@ def save_checkpoint(self: Trainer):
     self.flush_hardness()
     rng = gather_objects(dict(rng_state(self.device), generator=self.generator.get_state().cpu(), sums=self.sums.cpu()))
     if self.is_main:
-        save_atomic(dict(self.state(), optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(), ranks=rng),
-                    self.run.last)
+        state = dict(self.state(), optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(), ranks=rng)
+        save_atomic(state, self.run.last)
 
 @patch
 def save_best(self: Trainer):
@@ -278,12 +303,17 @@ def load_checkpoint(self: Trainer, path):
     except Exception as e: raise ValueError(f"cannot read checkpoint {path}: {e}") from e
     check_checkpoint(ckpt, self.cfg, self.data.num_classes, path)
     if len(ckpt["ranks"]) != self.dist.world_size:
-        raise ValueError(f"checkpoint {path} was written by {len(ckpt['ranks'])} process(es); this run has {self.dist.world_size}")
-    self.model.load_state_dict(ckpt["student"]); self.teacher.load_state_dict(ckpt["teacher"])
-    self.optimizer.load_state_dict(ckpt["optimizer"]); self.scaler.load_state_dict(ckpt["scaler"])
+        raise ValueError(f"checkpoint {path} was written by {len(ckpt['ranks'])} process(es); "
+                         f"this run has {self.dist.world_size}")
+    self.model.load_state_dict(ckpt["student"])
+    self.teacher.load_state_dict(ckpt["teacher"])
+    self.optimizer.load_state_dict(ckpt["optimizer"])
+    self.scaler.load_state_dict(ckpt["scaler"])
     self.it, self.best_miou, self.seconds = ckpt["iter"], ckpt["best_miou"], ckpt["seconds"]
     mine = ckpt["ranks"][self.dist.rank]
-    set_rng_state(mine, self.device); self.generator.set_state(mine["generator"].cpu()); self.sums.copy_(mine["sums"])
+    set_rng_state(mine, self.device)
+    self.generator.set_state(mine["generator"].cpu())
+    self.sums.copy_(mine["sums"])
     if self.is_main: self.run.truncate(self.it)
 
 # %% ../nbs/11_train.ipynb #21139329
@@ -299,11 +329,14 @@ def fit(self: Trainer, until: int | None = None) -> dict | None:
     batches, self._clock = self.batches(), time.perf_counter()
     with tqdm(total=self.max_iters, initial=self.it, disable=not self.is_main, desc=self.run.path.name) as bar:
         while self.it < until:
-            self.train_iter(batches); self.it += 1; bar.update()
+            self.train_iter(batches)
+            self.it += 1
+            bar.update()
             if self.due(self.cfg.eval_every) or self.it == self.max_iters:
                 bar.set_postfix(miou=f"{self.log_row()['miou_teacher']:.1f}")
             if self.due(self.cfg.checkpoint_every) or self.it == until:
-                self.mean_logs(); self.save_checkpoint()
+                self.mean_logs()
+                self.save_checkpoint()
     return self.finish() if self.it == self.max_iters else None
 
 # %% ../nbs/11_train.ipynb #e17a5cd1
@@ -314,9 +347,10 @@ def finish(self: Trainer) -> dict:
     cfg, iou = self.cfg, self.eval_reported["iou"]
     self.summary = dict(best_miou=round(self.best_miou, 2), final_miou=round(self.eval_reported["miou"], 2),
                         per_class_iou={n: None if math.isnan(v) else v for n, v in zip(self.data.class_names, iou)},
-                        iters=self.it, seconds=round(self.seconds, 1), world_size=self.dist.world_size, reported=self.method.report,
-                        method=cfg.method, split=cfg.split, seed=cfg.seed, dataset=cfg.dataset,
-                        split_source=self.loaders.split.source, split_family=cfg.split_family if cfg.splits_dir else None)
+                        iters=self.it, seconds=round(self.seconds, 1), world_size=self.dist.world_size,
+                        reported=self.method.report, method=cfg.method, split=cfg.split, seed=cfg.seed,
+                        dataset=cfg.dataset, split_source=self.loaders.split.source,
+                        split_family=cfg.split_family if cfg.splits_dir else None)
     if self.is_main: self.write_outputs()
     return self.summary
 
@@ -324,7 +358,8 @@ def finish(self: Trainer) -> dict:
 def write_outputs(self: Trainer):
     "Write `summary.json`, `curves.png` and `hardness.png` into the run dir."
     import matplotlib.pyplot as plt
-    logs = self.run.read(); self.run.write_summary(self.summary)
+    logs = self.run.read()
+    self.run.write_summary(self.summary)
     title = f"{self.cfg.dataset} {self.cfg.split} {self.cfg.method} seed {self.cfg.seed}"
     plt.close(plot_curves(logs["metrics"], self.run.path / "curves.png", title))
     if len(logs["hardness"]): plt.close(plot_hardness(logs["hardness"], self.run.path / "hardness.png"))
@@ -345,7 +380,8 @@ RUN_PARAMS = tuple(k for k, v in inspect.signature(run_config).parameters.items(
 def train(*args, **params) -> dict:
     "Run one experiment with the settings `run_config(*args, **params)`; returns the summary."
     return Trainer(run_config(*args, **params)).fit()
-train.__signature__ = inspect.signature(run_config).replace(return_annotation=dict)  # help() and docs show the parameters
+# help() and the docs show the parameters
+train.__signature__ = inspect.signature(run_config).replace(return_annotation=dict)
 
 # %% ../nbs/11_train.ipynb #fd0ab460
 def _flag_type(hint) -> type:
@@ -365,7 +401,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None):
     "Entry point of `python -m imas_lab.train` and `imas-train`."
-    args = vars(parser().parse_args(argv)); args.update(args.pop("settings"))
+    args = vars(parser().parse_args(argv))
+    args.update(args.pop("settings"))
     try:
         summary = train(**args)
         if summary is not None and int(os.environ.get("RANK", 0)) == 0: print(yaml.safe_dump(summary, sort_keys=False))

@@ -14,7 +14,7 @@ from .core import get_device, voc_palette
 from .config import config_from_dict
 from .data import IMAGE_EXTS, normalize, read_image
 from .evaluate import predict_logits
-from .train import model_from_config
+from .trainer import model_from_config
 
 # %% auto #0
 __all__ = ['load_model', 'predict', 'overlay', 'predict_folder', 'main']

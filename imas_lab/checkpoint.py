@@ -4,7 +4,7 @@
 
 # %% ../nbs/10e_checkpoint.ipynb #54c816ea
 from __future__ import annotations
-import dataclasses, os, random
+import dataclasses, os, random, warnings
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,17 +12,45 @@ import torch
 from .config import Config, config_from_dict, config_diff
 
 # %% auto #0
-__all__ = ['RESUME_FREE', 'save_atomic', 'check_checkpoint', 'rng_state', 'set_rng_state']
+__all__ = ['RESUME_FREE', 'CheckpointWriteError', 'previous_path', 'save_atomic', 'read_checkpoint', 'check_checkpoint',
+           'rng_state', 'set_rng_state']
 
 # %% ../nbs/10e_checkpoint.ipynb #b7c036d0
-def save_atomic(obj, path):
-    "`torch.save(obj)` to `path` via a temporary file and an atomic rename."
+class CheckpointWriteError(OSError):
+    "A checkpoint could not be written; the files it would have replaced are intact."
+
+def previous_path(path) -> Path:
+    "Where `save_atomic(..., keep_previous=True)` keeps the checkpoint it replaced: `last.pt` -> `last.prev.pt`."
+    path = Path(path); return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+def save_atomic(obj, path, keep_previous: bool = False):
+    "`torch.save(obj)` to `path` via a temporary file and an atomic rename; `keep_previous`: the old file -> `previous_path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        torch.save(obj, tmp); os.replace(tmp, path)
+        torch.save(obj, tmp)
+        if keep_previous and path.exists(): os.replace(path, previous_path(path))
+        os.replace(tmp, path)
+    except Exception as e:
+        raise CheckpointWriteError(f"cannot write checkpoint {path}: {type(e).__name__}: {e}; "
+                                   f"the checkpoints already in {path.parent} are kept") from e
     finally:
         if tmp.exists(): tmp.unlink()
+
+# %% ../nbs/10e_checkpoint.ipynb #3dc5e225
+def read_checkpoint(path, device="cpu", move_aside: bool = True) -> tuple[dict, Path]:
+    "The checkpoint at `path` (weights only) and its file: `path`, or `previous_path(path)` if `path` is unreadable."
+    path, errors = Path(path), []
+    for p in (path, previous_path(path)):
+        if not p.exists(): continue
+        try: ckpt = torch.load(p, map_location=device, weights_only=True)
+        except Exception as e: errors.append(f"{p}: {type(e).__name__}: {e}"); continue
+        if errors and move_aside:  # (one process of a run moves it)
+            path.replace(path.with_name(f"{path.stem}.unreadable{path.suffix}"))
+            warnings.warn(f"cannot read checkpoint {errors[0]}; resuming from {p} (the unreadable file is kept as "
+                          f"{path.stem}.unreadable{path.suffix})")
+        return ckpt, p
+    raise ValueError("cannot read checkpoint " + "; ".join(errors) if errors else f"checkpoint {path} does not exist")
 
 # %% ../nbs/10e_checkpoint.ipynb #b5c0a92a
 RESUME_FREE = ("run_dir", "resume", "device", "num_workers", "eval_every", "checkpoint_every", "data_root", "compile")

@@ -81,7 +81,7 @@ class Config:
     val_batch_size: int = 1         # > 1 only where all val images share one size (the embedded data)
     checkpoint_every: int | None = None  # default: eval_every
     run_dir: str | None = None
-    resume: bool = False
+    resume: bool | str = False     # True, False, or "auto": resume when the run dir holds a checkpoint
 
     def __post_init__(self):  # YAML gives lists
         self.scale_range, self.unet_widths = tuple(self.scale_range), tuple(self.unet_widths)

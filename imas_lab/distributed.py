@@ -4,15 +4,18 @@
 
 # %% ../nbs/10d_distributed.ipynb #e5424c94
 from __future__ import annotations
-import os
+import os, signal, threading
+from datetime import timedelta
 from typing import NamedTuple
 import torch
 import torch.distributed as dist
+from fastcore.basics import patch
 
 from .core import get_device
 
 # %% auto #0
-__all__ = ['Dist', 'init_distributed', 'is_distributed', 'barrier', 'mean_over_ranks', 'gather_rows', 'gather_objects']
+__all__ = ['DIST_TIMEOUT', 'PREEMPT_SIGNALS', 'PREEMPTED_EXIT', 'Dist', 'dist_timeout', 'init_distributed', 'is_distributed',
+           'barrier', 'mean_over_ranks', 'gather_rows', 'gather_objects', 'Preempted', 'Preemption']
 
 # %% ../nbs/10d_distributed.ipynb #6d93e67c
 class Dist(NamedTuple):
@@ -21,6 +24,16 @@ class Dist(NamedTuple):
     world_size: int = 1
     local_rank: int = 0
 
+DIST_TIMEOUT = 600  # seconds a collective waits for the other processes before it fails (IMAS_LAB_DIST_TIMEOUT)
+
+def dist_timeout() -> float:
+    "How long a collective waits for a process that stopped answering: `IMAS_LAB_DIST_TIMEOUT` seconds, else `DIST_TIMEOUT`."
+    text = os.environ.get("IMAS_LAB_DIST_TIMEOUT", str(DIST_TIMEOUT))
+    try: seconds = float(text)
+    except ValueError: raise ValueError(f"IMAS_LAB_DIST_TIMEOUT={text!r} is not a number of seconds") from None
+    if seconds <= 0: raise ValueError(f"IMAS_LAB_DIST_TIMEOUT={text!r} must be positive")
+    return seconds
+
 def init_distributed(device: str = "auto") -> tuple[Dist, torch.device]:
     "Join the process group `torchrun` describes (NCCL on CUDA, gloo on CPU); return where this process stands and its device."
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -28,7 +41,8 @@ def init_distributed(device: str = "auto") -> tuple[Dist, torch.device]:
     if world == 1: return Dist(), dev
     local = int(os.environ.get("LOCAL_RANK", 0))
     if dev.type == "cuda": dev = torch.device("cuda", local); torch.cuda.set_device(dev)
-    if not dist.is_initialized(): dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=timedelta(seconds=dist_timeout()))
     return Dist(dist.get_rank(), world, local), dev
 
 # %% ../nbs/10d_distributed.ipynb #a8eb36f4
@@ -55,3 +69,33 @@ def gather_objects(obj) -> list:
     "A list of every process's `obj`, in rank order."
     if not is_distributed(): return [obj]
     out = [None] * dist.get_world_size(); dist.all_gather_object(out, obj); return out
+
+# %% ../nbs/10d_distributed.ipynb #6f574ec6
+PREEMPT_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPTED_EXIT = 75  # the exit code of a run stopped by a signal after writing its checkpoint (EX_TEMPFAIL)
+
+class Preempted(Exception):
+    "The run was asked to stop by a signal and wrote its checkpoint; `exit_code` is `PREEMPTED_EXIT`."
+    exit_code = PREEMPTED_EXIT
+
+class Preemption:
+    "Within the block, `PREEMPT_SIGNALS` set `signum` instead of ending the process."
+    def __init__(self, signals=PREEMPT_SIGNALS, check_every: int = 10): self.signals, self.check_every = signals, check_every
+    def __enter__(self):
+        self.signum, self.previous = None, {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in self.signals}
+        return self
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items(): signal.signal(s, handler)
+    def handle(self, signum, frame): self.signum = signum
+
+# %% ../nbs/10d_distributed.ipynb #82cf0d58
+@patch
+def stop_requested(self: Preemption, step: int, device=None) -> bool:
+    "Whether to stop after `step`: a signal arrived here (one process), or in any process (a collective, every `check_every` steps)."
+    if not is_distributed(): return self.signum is not None
+    if step % self.check_every: return False
+    flag = torch.tensor([float(self.signum is not None)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())

@@ -4,15 +4,17 @@
 
 # %% ../nbs/10a_rundir.ipynb #654ed737
 from __future__ import annotations
-import json
+import fcntl, json, os, socket, time, warnings
 from pathlib import Path
+from fastcore.basics import patch
 import pandas as pd
 import matplotlib.pyplot as plt
 
 from .config import Config, save_config
+from .checkpoint import previous_path
 
 # %% auto #0
-__all__ = ['METRIC_COLUMNS', 'HARDNESS_COLUMNS', 'RunDir', 'plot_curves', 'plot_hardness']
+__all__ = ['METRIC_COLUMNS', 'HARDNESS_COLUMNS', 'LOCK_NAME', 'RunDir', 'RunDirLocked', 'RunLock', 'plot_curves', 'plot_hardness']
 
 # %% ../nbs/10a_rundir.ipynb #5eda4194
 METRIC_COLUMNS = ["iter", "epoch", "loss_x", "loss_u", "miou_teacher", "miou_student", "lr", "pl_ratio", "hardness",
@@ -29,21 +31,62 @@ class RunDir:
     summary = property(lambda self: self.path / "summary.json")
     last = property(lambda self: self.path / "checkpoints" / "last.pt")
     best = property(lambda self: self.path / "checkpoints" / "best.pt")
+    prev = property(lambda self: previous_path(self.last))  # the checkpoint before last.pt
+    resumable = property(lambda self: self.last.exists() or self.prev.exists())
 
 # %% ../nbs/10a_rundir.ipynb #19d7f26d
-def _check(self: RunDir, resume: bool = False):
-    "Raise if a fresh run would overwrite a run in this dir, or if a resumed run has nothing to resume."
-    if resume and not self.last.exists():
+def _check(self: RunDir, resume: bool | str = False) -> bool:
+    "Whether to resume (`resume='auto'`: if there is a checkpoint); raise if that would overwrite a run or find none."
+    if resume == "auto": return self.resumable
+    if resume not in (True, False): raise ValueError(f"resume={resume!r}: expected True, False or 'auto'")
+    if resume and not self.resumable:
         raise FileNotFoundError(f"resume=True, but {self.last} does not exist: nothing to resume in {self.path}")
-    if not resume and self.last.exists():
-        raise FileExistsError(f"run dir {self.path} already holds a run ({self.last}); pass resume=True to continue "
-                              f"it, or choose another run_dir")
+    if not resume and self.resumable:
+        raise FileExistsError(f"run dir {self.path} already holds a run ({self.last}); pass resume=True (or 'auto') "
+                              f"to continue it, or choose another run_dir")
+    return resume
 
 def _start(self: RunDir, cfg: Config):
     "Create the run dir and write `config.yaml`."
     self.path.mkdir(parents=True, exist_ok=True)
     save_config(cfg, self.config)
 RunDir.check, RunDir.start = _check, _start
+
+# %% ../nbs/10a_rundir.ipynb #30f9aaa0
+LOCK_NAME = ".lock"
+
+class RunDirLocked(RuntimeError):
+    "Another live process holds the run dir."
+
+class RunLock:
+    "An exclusive lock on run dir `path`, held from `acquire` to `release` (or the end of the process)."
+    def __init__(self, path): self.path, self.file = Path(path) / LOCK_NAME, None
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
+# %% ../nbs/10a_rundir.ipynb #9e52b072
+@patch
+def acquire(self: RunLock) -> RunLock:
+    "Lock the run dir (created if needed); raise `RunDirLocked` if a live process holds it."
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(self.path, "a+")
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0); holder = f.read().strip() or "unknown"; f.close()
+        raise RunDirLocked(f"run dir {self.path.parent.resolve()} is in use by another run ({holder}); wait for it "
+                           f"to end, or choose another run_dir") from None
+    f.seek(0); left = f.read().strip()
+    if left: warnings.warn(f"run dir {self.path.parent}: taking over the lock of a run that ended without releasing "
+                           f"it ({left})")
+    f.truncate(0); f.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    f.flush(); self.file = f
+    return self
+
+@patch
+def release(self: RunLock):
+    "Empty the lock file and unlock (a no-op when not held)."
+    if self.file is None: return
+    self.file.truncate(0); self.file.flush(); fcntl.flock(self.file, fcntl.LOCK_UN); self.file.close(); self.file = None
 
 # %% ../nbs/10a_rundir.ipynb #843214c6
 def _append(path: Path, rows: pd.DataFrame):

@@ -121,6 +121,19 @@ def _read_meta(root: Path) -> dict | None:
     try: return json.loads((root / TOY_META).read_text())
     except (OSError, ValueError): return None
 
+# %% ../nbs/01_toydata.ipynb #22740222
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+def _remove_orphans(root: Path):
+    "Remove the temporary folders that processes which no longer run left beside `root`."
+    for tmp in root.parent.glob(f".{root.name}.tmp-*"):
+        pid = tmp.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)): shutil.rmtree(tmp, ignore_errors=True)
+
 # %% ../nbs/01_toydata.ipynb #e2db9747
 def make_toy_dataset(root: str | Path = "data/toy", seed: int = 0, n_train: int = 2000, n_val: int = 300,
                      size: int = 32, force: bool = False, classes: tuple[str, ...] = TOY_CLASSES) -> Path:
@@ -131,6 +144,7 @@ def make_toy_dataset(root: str | Path = "data/toy", seed: int = 0, n_train: int 
         raise FileExistsError(f"make_toy_dataset: {root} exists and holds no {TOY_META}, so it is not a toy dataset; "
                               f"refusing to overwrite it. Pass another root or remove that folder.")
     tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
+    _remove_orphans(root)
     shutil.rmtree(tmp, ignore_errors=True); root.parent.mkdir(parents=True, exist_ok=True)
     _write_toy(tmp, params)
     if not force and _read_meta(root) == params:  # another process finished first

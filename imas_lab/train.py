@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_train.ipynb #b76d9d67
 from __future__ import annotations
-import argparse, dataclasses, inspect, math, os, time, typing
+import argparse, dataclasses, inspect, math, os, signal, sys, time, typing
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -14,8 +14,8 @@ from fastcore.basics import patch
 
 from .config import Config, resolve_config, add_set_argument
 from .data import normalize
-from .checkpoint import save_atomic, check_checkpoint, rng_state, set_rng_state
-from .distributed import is_distributed, mean_over_ranks, gather_rows, gather_objects
+from .checkpoint import save_atomic, read_checkpoint, check_checkpoint, rng_state, set_rng_state
+from .distributed import is_distributed, mean_over_ranks, gather_rows, gather_objects, Preemption, Preempted
 from .evaluate import evaluate as evaluate_model
 from .methods import DEFAULT_METHOD, method_names
 from .rundir import plot_curves, plot_hardness
@@ -104,7 +104,8 @@ def save_checkpoint(self: Trainer):
     rng = gather_objects(dict(rng_state(self.device), generator=self.generator.get_state().cpu(), sums=self.sums.cpu()))
     if self.is_main:
         state = dict(self.state(), optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(), ranks=rng)
-        save_atomic(state, self.run.last)
+        save_atomic(state, self.run.last, keep_previous=True)
+    self.saved_at = self.it
 
 @patch
 def save_best(self: Trainer):
@@ -115,8 +116,7 @@ def save_best(self: Trainer):
 @patch
 def load_checkpoint(self: Trainer, path):
     "Continue from checkpoint `path`: check its settings, restore weights, optimizer, RNG and logs."
-    try: ckpt = torch.load(path, map_location=self.device, weights_only=True)
-    except Exception as e: raise ValueError(f"cannot read checkpoint {path}: {e}") from e
+    ckpt, path = read_checkpoint(path, self.device, move_aside=self.is_main)
     check_checkpoint(ckpt, self.cfg, self.data.num_classes, path)
     if len(ckpt["ranks"]) != self.dist.world_size:
         raise ValueError(f"checkpoint {path} was written by {len(ckpt['ranks'])} process(es); "
@@ -142,24 +142,57 @@ def due(self: Trainer, every: int | None) -> bool:
 def fit(self: Trainer, until: int | None = None) -> dict | None:
     "Train to iteration `until` (default `max_iters`); return the summary once the run is complete."
     until = self.max_iters if until is None else min(until, self.max_iters)
+    try:
+        with Preemption() as stop: self.iterate(until, stop)
+    except BaseException:
+        self.close()
+        raise
+    if self.it < self.max_iters: return None
+    summary = self.finish()
+    self.close()
+    return summary
+
+# %% ../nbs/11_train.ipynb #b1880268
+@patch
+def iterate(self: Trainer, until: int, stop: Preemption):
+    "Iterations up to `until`, with evaluations and checkpoints when due; `preempt` when `stop` says so."
     batches, self._clock = self.batches(), time.perf_counter()
     with tqdm(total=self.max_iters, initial=self.it, disable=not self.is_main, desc=self.run.path.name) as bar:
         while self.it < until:
             self.train_iter(batches)
             self.it += 1
             bar.update()
-            if self.due(self.cfg.eval_every) or self.it == self.max_iters:
-                bar.set_postfix(miou=f"{self.log_row()['miou_teacher']:.1f}")
-            if self.due(self.cfg.checkpoint_every) or self.it == until:
-                self.mean_logs()
-                self.save_checkpoint()
-    return self.finish() if self.it == self.max_iters else None
+            self.after_iter(until, bar)
+            if stop.stop_requested(self.it, self.device): self.preempt(stop.signum)
+
+@patch
+def after_iter(self: Trainer, until: int, bar):
+    "Evaluate every `eval_every` iterations and at the end; write `last.pt` every `checkpoint_every` and at `until`."
+    if self.due(self.cfg.eval_every) or self.it == self.max_iters:
+        bar.set_postfix(miou=f"{self.log_row()['miou_teacher']:.1f}")
+    if self.due(self.cfg.checkpoint_every) or self.it == until:
+        self.mean_logs()
+        self.save_checkpoint()
+
+# %% ../nbs/11_train.ipynb #f3090720
+@patch
+def preempt(self: Trainer, signum: int | None):
+    "Write the checkpoint of this iteration, say so on stderr (rank 0) and raise `Preempted`."
+    if self.saved_at != self.it:
+        self.mean_logs()
+        self.save_checkpoint()
+    cause = signal.Signals(signum).name if signum else "a signal to another process"
+    msg = f"preempted by {cause} after iteration {self.it}; wrote {self.run.last}. Continue with --resume auto"
+    if self.is_main: tqdm.write(f"imas_lab: {msg}", file=sys.stderr)  # a line of its own, below the progress bar
+    raise Preempted(msg)
 
 # %% ../nbs/11_train.ipynb #e17a5cd1
 @patch
 def finish(self: Trainer) -> dict:
     "The run's summary (computed once) and, on rank 0, its files."
     if self.summary is not None: return self.summary
+    if not hasattr(self, "eval_reported"):  # resumed after its last evaluation: evaluate the reported model again
+        self.eval_reported = self.evaluate(self.teacher if self.method.report == "teacher" else self.model)
     cfg, iou = self.cfg, self.eval_reported["iou"]
     self.summary = dict(best_miou=round(self.best_miou, 2), final_miou=round(self.eval_reported["miou"], 2),
                         per_class_iou={n: None if math.isnan(v) else v for n, v in zip(self.data.class_names, iou)},
@@ -186,7 +219,7 @@ def run_config(dataset: str = "toy", data_root: str | None = None, split: str = 
                batch_size: int | None = None, crop_size: int | None = None, lr: float | None = None,
                accumulate: int = 1, seed: int = 0, device: str = "auto", amp: str = "auto",
                eval_every: int | None = None, checkpoint_every: int | None = None, run_dir: str | None = None,
-               resume: bool = False, config: str | None = None, **settings) -> Config:
+               resume: bool | str = False, config: str | None = None, **settings) -> Config:
     "The config of one experiment from the public run parameters; `settings` may set any other `Config` field."
     params = {k: v for k, v in locals().items() if k not in ("dataset", "config", "settings")}
     return resolve_config(dataset, config, **params, **settings)
@@ -200,6 +233,10 @@ def train(*args, **params) -> dict:
 train.__signature__ = inspect.signature(run_config).replace(return_annotation=dict)
 
 # %% ../nbs/11_train.ipynb #fd0ab460
+def _flag_value(text: str):
+    "The value of a flag that may stand alone (`--resume`) or take one (`--resume auto`), read as YAML."
+    return yaml.safe_load(text)
+
 def _flag_type(hint) -> type:
     "The type a flag converts to: `int` for `int | None`."
     return next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
@@ -210,7 +247,8 @@ def parser() -> argparse.ArgumentParser:
     hints, params = typing.get_type_hints(run_config), inspect.signature(run_config).parameters
     for name in RUN_PARAMS:
         flags, typ, default = dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}"]), _flag_type(hints[name]), params[name].default
-        if typ is bool: p.add_argument(*flags, action="store_true")
+        if typ is bool: p.add_argument(*flags, nargs="?", const=True, default=default, type=_flag_value,
+                                       help=f"alone: true; or a value (--resume auto); default: {default}")
         else: p.add_argument(*flags, type=typ, default=default, help=f"default: {default}")
     add_set_argument(p)
     return p
@@ -222,6 +260,7 @@ def main(argv: list[str] | None = None):
     try:
         summary = train(**args)
         if summary is not None and int(os.environ.get("RANK", 0)) == 0: print(yaml.safe_dump(summary, sort_keys=False))
+    except Preempted as e: sys.exit(e.exit_code)  # the one line about it is on stderr already
     finally:
         if is_distributed(): dist.destroy_process_group()
 

@@ -24,7 +24,7 @@ from .losses import ce_loss, ohem_ce_loss, supervised_loss
 from .optim import make_optimizer, set_poly_lr, ema_decay, make_teacher, ema_update, amp_dtype, make_scaler
 from .distributed import init_distributed
 from .methods import Nets, Batch, get_method
-from .rundir import RunDir
+from .rundir import RunDir, RunLock
 
 # %% auto #0
 __all__ = ['LOG_SUMS', 'model_from_config', 'pretrained_path', 'Trainer']
@@ -45,18 +45,34 @@ class Trainer:
     def __init__(self, cfg: Config, data: SegData | None = None):
         self.cfg, (self.dist, self.device) = cfg, init_distributed(cfg.device)
         self.is_main, self.run = self.dist.rank == 0, RunDir(cfg.run_dir)
-        self.data = data if data is not None else build_dataset(cfg.dataset, cfg.data_root)
-        if self.is_main: self.run.check(resume=cfg.resume)
-        self.setup_method()
-        self.setup_data()
-        self.setup_model()
-        self.setup_optimizer()
-        self.reset_logs()
-        self.it, self.epoch, self.seconds, self.best_miou, self.summary = 0, 0, 0.0, -1.0, None
-        if cfg.resume: self.load_checkpoint(self.run.last)
-        if self.is_main:
-            self.run.start(cfg)
-            write_split(self.loaders.split, self.run.path)
+        self.lock = RunLock(self.run.path).acquire() if self.is_main else None
+        try: self.setup(data)
+        except BaseException:
+            self.close()
+            raise
+
+@patch
+def setup(self: Trainer, data: SegData | None = None):
+    "Data, method, model, optimizer and logs, the checkpoint to resume from; then the run dir's config and split."
+    cfg = self.cfg
+    self.data = data if data is not None else build_dataset(cfg.dataset, cfg.data_root)
+    self.resume = self.run.check(resume=cfg.resume)
+    self.setup_method()
+    self.setup_data()
+    self.setup_model()
+    self.setup_optimizer()
+    self.reset_logs()
+    self.it, self.epoch, self.seconds, self.best_miou, self.summary = 0, 0, 0.0, -1.0, None
+    if self.resume: self.load_checkpoint(self.run.last)
+    self.saved_at = self.it
+    if self.is_main:
+        self.run.start(cfg)
+        write_split(self.loaders.split, self.run.path)
+
+@patch
+def close(self: Trainer):
+    "Release the run dir's lock: another process may now resume the run."
+    if getattr(self, "lock", None) is not None: self.lock.release()
 
 # %% ../nbs/10f_trainer.ipynb #f159e52e
 @patch(cls_method=True)
@@ -64,7 +80,7 @@ def for_model(cls: Trainer, cfg: Config, num_classes: int) -> Trainer:
     "A trainer of `cfg`'s method, model, teacher and optimizer for `num_classes` classes, without data or run dir."
     t = cls.__new__(cls)
     t.cfg, (t.dist, t.device) = cfg, init_distributed(cfg.device)
-    t.is_main, t.data = t.dist.rank == 0, SimpleNamespace(num_classes=num_classes)
+    t.is_main, t.data, t.lock = t.dist.rank == 0, SimpleNamespace(num_classes=num_classes), None
     t.setup_method()
     t.setup_model()
     t.setup_optimizer()

@@ -4,18 +4,19 @@
 
 # %% ../nbs/14_compare.ipynb #dc59fa1c
 from __future__ import annotations
-import argparse, glob, itertools
+import argparse, glob, itertools, re
 from pathlib import Path
 import pandas as pd
 import matplotlib.pyplot as plt
 
 from .config import add_set_argument, default_run_name, resolve_config
 from .methods import method_names
+from .core import resolve_path
 from .rundir import RunDir
 
 # %% auto #0
-__all__ = ['RUN_COLUMNS', 'SETTING', 'find_runs', 'compare_runs', 'plot_runs', 'summarize', 'paired_diff', 'markdown_table',
-           'frame_markdown', 'sweep_plan', 'sweep', 'parser', 'main']
+__all__ = ['RUN_COLUMNS', 'IMAS_LOG_COLUMNS', 'SETTING', 'RUN_VIEW', 'find_runs', 'compare_runs', 'plot_runs', 'read_imas_log',
+           'summarize', 'paired_diff', 'markdown_table', 'frame_markdown', 'sweep_plan', 'sweep', 'parser', 'main']
 
 # %% ../nbs/14_compare.ipynb #2656f665
 def _expand(item) -> list[Path]:
@@ -32,7 +33,8 @@ def find_runs(paths_or_glob) -> list[Path]:
     return list(dict.fromkeys(found))
 
 # %% ../nbs/14_compare.ipynb #ed99d609
-RUN_COLUMNS = ["dataset", "split", "method", "seed", "best_miou", "final_miou", "iters", "seconds", "path"]
+RUN_COLUMNS = ["dataset", "split", "method", "seed", "best_miou", "final_miou", "iters", "seconds", "eval_protocol",
+               "split_hash", "path"]  # eval_protocol, split_hash: see imas_lab.records (missing in runs made before)
 
 def compare_runs(paths_or_glob) -> pd.DataFrame:
     "One row per finished run (columns `RUN_COLUMNS`), sorted by dataset, split, method and seed."
@@ -45,11 +47,12 @@ def _method_order(methods) -> list[str]:
     order = method_names()
     return sorted(set(methods), key=lambda m: (order.index(m) if m in order else len(order), m))
 
-def plot_runs(table: pd.DataFrame, metric: str = "miou_teacher"):
-    "Learning curves (`metric` per evaluation) of a `compare_runs` table: a panel per split, seeds thin, mean bold."
+def plot_runs(table: pd.DataFrame, metric: str = "miou_teacher", references: dict[str, pd.DataFrame] | None = None):
+    "Learning curves (`metric` per evaluation) of a `compare_runs` table, and `references` (label -> frame) dashed."
     splits = list(dict.fromkeys(table["split"]))
     fig, axs = plt.subplots(1, len(splits), figsize=(5 * len(splits), 3.6), squeeze=False, sharey=True)
-    colours = dict(zip(_method_order(table["method"]), plt.rcParams["axes.prop_cycle"].by_key()["color"]))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colours = dict(zip(_method_order(table["method"]), cycle))
     for ax, split in zip(axs[0], splits):
         rows = table[table["split"] == split]
         for method in _method_order(rows["method"]):
@@ -58,9 +61,34 @@ def plot_runs(table: pd.DataFrame, metric: str = "miou_teacher"):
             for c in curves: ax.plot(c.index, c.values, color=colours[method], alpha=.3, lw=1)
             mean = pd.concat(curves, axis=1).mean(axis=1)
             ax.plot(mean.index, mean.values, color=colours[method], lw=2.2, label=f"{method} (mean of {len(curves)})")
+        for i, (label, ref) in enumerate((references or {}).items()):
+            colour = cycle[(len(colours) + i) % len(cycle)]
+            ax.plot(ref["iter"], ref[metric], color=colour, ls="--", lw=1.6, label=label)
         ax.set(title=f"split {split}", xlabel="iteration"); ax.grid(alpha=.3); ax.legend()
     axs[0][0].set_ylabel(f"val {metric} (%)")
     return fig
+
+# %% ../nbs/14_compare.ipynb #20a7835e
+IMAS_LOG_COLUMNS = ["iter", "epoch", "loss_x", "loss_u", "miou_teacher", "miou_student", "lr", "pl_ratio", "hardness"]
+_IMAS_TRAIN = re.compile(r"Epoch/Iter \[\s*\d+:\s*(?P<epoch>\d+)/\s*(?P<step>\d+)\]\.\s+AvgHard:(?P<hardness>\S+?)\.\s+"
+                         r"Sup:\S+?\((?P<loss_x>[^)]+)\)\s+Uns:\S+?\((?P<loss_u>[^)]+)\)\s+"
+                         r"Pseudo:\S+?\((?P<pl_ratio>[^)]+)\).*?LR:(?P<lr>\S+)")
+_IMAS_TEST = re.compile(r"<<Test>> - Epoch: (?P<epoch>\d+)\.\s+"
+                        r"MIoU: (?P<miou_student>[\d.]+)/(?P<miou_teacher>[\d.]+)\.")
+
+def read_imas_log(path) -> pd.DataFrame:
+    "A row per evaluated epoch of an iMAS `train_semi.py` log, in the columns `IMAS_LOG_COLUMNS` of our metrics."
+    text = Path(path).read_text(errors="replace")
+    last_lines = {int(m["epoch"]): m.groupdict() for m in _IMAS_TRAIN.finditer(text)}
+    tests = {int(m["epoch"]): m.groupdict() for m in _IMAS_TEST.finditer(text)}
+    rows = []
+    for epoch in sorted(tests.keys() & last_lines.keys()):
+        values = {k: float(v) for k, v in {**last_lines[epoch], **tests[epoch]}.items()}
+        rows.append({**values, "epoch": epoch, "iter": (epoch + 1) * (int(values["step"]) + 1)})
+    if not rows:
+        raise ValueError(f"{path} is not an iMAS training log: expected 'Epoch/Iter [E: e/step].  AvgHard: ...' lines "
+                         "and after them ' <<Test>> - Epoch: e.  MIoU: student/teacher.'")
+    return pd.DataFrame(rows, columns=IMAS_LOG_COLUMNS)
 
 # %% ../nbs/14_compare.ipynb #763c756c
 SETTING = ["dataset", "split", "method"]
@@ -77,18 +105,25 @@ def paired_diff(table: pd.DataFrame, a: str = "imas", b: str = "fixmatch", value
     return wide.assign(diff=wide[a] - wide[b]).reset_index().rename_axis(columns=None)
 
 # %% ../nbs/14_compare.ipynb #da3ce7b5
-def markdown_table(table: pd.DataFrame, value: str = "final_miou", methods=None) -> str:
-    "Markdown: a row per dataset and split, a column per method, cells `mean ± std (n)` of `value` over seeds."
-    s = summarize(table, value)
+def _cell(r: pd.Series) -> str:
+    return f"{r['mean']:.1f} ± {0 if pd.isna(r['std']) else r['std']:.1f}"
+
+def markdown_table(table: pd.DataFrame, value: str = "final_miou", methods=None, best: str | None = "best_miou") -> str:
+    "Markdown: a row per dataset and split (with its eval protocol), a column per method, `mean ± std` of `value` (/ `best`) over seeds."
+    s, b = summarize(table, value), summarize(table, best) if best else None
     methods = list(methods or _method_order(s["method"]))
-    cell = lambda r: f"{r['mean']:.1f} ± {0 if pd.isna(r['std']) else r['std']:.1f} ({r['count']})"
-    lines = ["| dataset | split | " + " | ".join(methods) + " |", "|---|---|" + "---|" * len(methods)]
+    protocols = table.groupby(["dataset", "split"], sort=False)["eval_protocol"].agg(lambda p: ", ".join(sorted(set(p.dropna()))) or "-")
+    lines = ["| dataset | split | eval | " + " | ".join(methods) + " |", "|---|---|---|" + "---|" * len(methods)]
     for (ds, split), g in s.groupby(["dataset", "split"], sort=False):
-        cells = {r["method"]: cell(r) for _, r in g.iterrows()}
-        lines.append(f"| {ds} | {split} | " + " | ".join(cells.get(m, "-") for m in methods) + " |")
+        cells = {r["method"]: _cell(r) for _, r in g.iterrows()}
+        if best: cells = {m: f"{c} / {_cell(b.set_index(SETTING).loc[(ds, split, m)])}" for m, c in cells.items()}
+        cells = {m: f"{c} ({g.set_index('method').loc[m, 'count']})" for m, c in cells.items()}
+        lines.append(f"| {ds} | {split} | {protocols[(ds, split)]} | " + " | ".join(cells.get(m, "-") for m in methods) + " |")
     return "\n".join(lines)
 
 # %% ../nbs/14_compare.ipynb #19f595ab
+RUN_VIEW = ["dataset", "split", "method", "seed", "split_hash", "eval_protocol", "final_miou", "best_miou", "iters"]
+
 def frame_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     "`df` as a Markdown table."
     fmt = lambda v: "-" if v is None or (isinstance(v, float) and pd.isna(v)) else f"{v:.{digits}g}" if isinstance(v, float) else str(v)
@@ -107,7 +142,7 @@ def sweep_plan(splits, methods, seeds, runs_root="runs", dataset: str = "toy", *
     plan = []
     for split, method, seed in itertools.product(splits, methods, seeds):
         name = default_run_name(resolve_config(dataset, split=split, method=method, seed=seed))
-        run = RunDir(Path(runs_root).resolve() / name)
+        run = RunDir(resolve_path(runs_root) / name)
         action = "skip" if run.summary.exists() else "resume" if run.last.exists() else "run"
         plan.append(dict(dataset=dataset, split=split, method=method, seed=seed, **params, run_dir=str(run.path),
                          resume=action == "resume", action=action))
@@ -154,7 +189,7 @@ def main(argv: list[str] | None = None):
              sweep(a.splits, a.methods, a.seeds, a.runs_root, a.dataset, a.notebook, **dict(a.params)))
     if a.csv: table.to_csv(a.csv, index=False)
     if a.plot: fig = plot_runs(table); fig.savefig(a.plot, dpi=120, bbox_inches="tight"); plt.close(fig)
-    print(markdown_table(table, a.value))
+    print(markdown_table(table, a.value), "", frame_markdown(table[RUN_VIEW]), sep="\n")
 
 # %% ../nbs/14_compare.ipynb #84555823
 #| eval: false

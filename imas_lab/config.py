@@ -9,6 +9,7 @@ from dataclasses import dataclass, asdict
 from pathlib import Path
 import yaml
 
+from .core import resolve_path, path_rule
 from .model import UNET_WIDTHS
 from .splits import SPLIT_FAMILIES
 from .step import BN_STATS
@@ -121,8 +122,8 @@ def _check_keys(d: dict, where: str):
 
 def load_yaml(path) -> dict:
     "Read a YAML file of settings (a mapping of Config fields)."
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"config file {path} does not exist")
+    given, path = path, resolve_path(path)
+    if not path.exists(): raise FileNotFoundError(f"config file {given} ({path}) does not exist; {path_rule()}")
     d = yaml.safe_load(path.read_text()) or {}
     if not isinstance(d, dict): raise ValueError(f"config file {path} must hold a mapping of settings, got {type(d).__name__}")
     _check_keys(d, f"config file {path}")

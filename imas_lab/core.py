@@ -4,19 +4,44 @@
 
 # %% ../nbs/00_core.ipynb #feadfa67
 from __future__ import annotations
-import os, random
+import os, random, re
+from pathlib import Path
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'BACKGROUND', 'IMAGENET_MEAN', 'IMAGENET_STD', 'seed_everything', 'get_device', 'voc_palette',
-           'synthetic_batch']
+__all__ = ['IGNORE_INDEX', 'BACKGROUND', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ROOT_ENV', 'project_root', 'resolve_path', 'path_rule',
+           'seed_everything', 'get_device', 'voc_palette', 'synthetic_batch']
 
 # %% ../nbs/00_core.ipynb #7041c4e2
 IGNORE_INDEX = 255          # mask value of unlabeled / padded pixels
 BACKGROUND = 0              # class index of background
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# %% ../nbs/00_core.ipynb #2ec750d2
+ROOT_ENV = "IMAS_LAB_ROOT"  # an explicit project root
+
+def _is_checkout(folder: Path) -> bool:
+    ini = folder / "settings.ini"
+    return ini.is_file() and re.search(r"^lib_name\s*=\s*imas_lab\s*$", ini.read_text(errors="replace"), re.M) is not None
+
+def project_root(cwd=None) -> Path:
+    "Where relative paths start: `$IMAS_LAB_ROOT`, else the imas_lab checkout at or above `cwd`, else `cwd`."
+    if os.environ.get(ROOT_ENV): return Path(os.environ[ROOT_ENV]).expanduser().resolve()
+    cwd = Path(cwd or os.getcwd()).resolve()
+    return next((d for d in (cwd, *cwd.parents) if _is_checkout(d)), cwd)
+
+# %% ../nbs/00_core.ipynb #31546a78
+def resolve_path(path, cwd=None) -> Path:
+    "`path` as an absolute path: as given if absolute (or `~`), else under `project_root(cwd)`."
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else project_root(cwd) / path
+
+def path_rule() -> str:
+    "The rule for relative paths, with the project root in force (for error messages)."
+    return (f"relative paths start at the project root {project_root()} (${ROOT_ENV}, else the imas_lab checkout "
+            f"at or above the working directory, else the working directory)")
 
 # %% ../nbs/00_core.ipynb #113486c1
 def seed_everything(seed: int) -> torch.Generator:

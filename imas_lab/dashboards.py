@@ -15,7 +15,7 @@ import ipywidgets as W
 from IPython.display import display, clear_output
 from fastcore.basics import patch
 
-from .core import voc_palette
+from .core import voc_palette, resolve_path, path_rule
 from .config import config_from_dict
 from .data import SegData, build_dataset, read_image, read_mask, normalize
 from .splits import read_ids
@@ -43,8 +43,9 @@ def class_legend(fig, class_names):
 class RunData:
     "Config, dataset, split lists, logs and (lazily) models of a run dir or checkpoint `source`."
     def __init__(self, source, data: SegData | None = None, device="cpu"):
-        source = Path(source)
-        if not source.exists(): raise FileNotFoundError(f"{source} does not exist: expected a run dir or a checkpoint")
+        given, source = source, resolve_path(source)
+        if not source.exists():
+            raise FileNotFoundError(f"{given} ({source}) does not exist: expected a run dir or a checkpoint; {path_rule()}")
         self.checkpoint = source if source.is_file() else RunDir(source).last
         self.run = RunDir(source.parent.parent if source.is_file() else source)
         if self.run.config.exists(): self.cfg = config_from_dict(yaml.safe_load(self.run.config.read_text()))

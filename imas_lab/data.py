@@ -12,7 +12,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from .core import IGNORE_INDEX, BACKGROUND, IMAGENET_MEAN, IMAGENET_STD
+from .core import IGNORE_INDEX, BACKGROUND, IMAGENET_MEAN, IMAGENET_STD, resolve_path, path_rule
 from .toydata import TOY_CLASSES, ensure_toy_dataset
 
 # %% auto #0
@@ -116,9 +116,10 @@ class SegData:
 # %% ../nbs/02_data.ipynb #2c86eccc
 def _require(root, kind: str, needed: list[str], layout: str) -> Path:
     "Check that `root` exists and holds the `needed` relative paths; `layout` describes the expected folder."
-    root = Path(root)
+    given, root = root, resolve_path(root)
     if not root.is_dir():
-        raise DatasetError(f"{kind} dataset root '{root}' does not exist; expected a folder containing:\n{layout}")
+        rule = "" if Path(given).expanduser().is_absolute() else f"\n('{given}' is relative: {path_rule()})"
+        raise DatasetError(f"{kind} dataset root '{root}' does not exist; expected a folder containing:\n{layout}{rule}")
     missing = [n for n in needed if not (root / n).exists()]
     if missing: raise DatasetError(f"{kind} dataset root '{root}' lacks {', '.join(missing)}; expected:\n{layout}")
     return root
@@ -211,7 +212,7 @@ def build_dataset(dataset: str, root: str | Path | None = None, **kwargs) -> Seg
     "Describe `dataset` (`'toy'`, `'voc'`, `'cityscapes'` or `'folder'`) under `root` (default: `DEFAULT_ROOTS`)."
     if dataset not in DATASETS: raise ValueError(f"dataset={dataset!r}: expected one of {DATASETS}")
     if dataset == "folder" and root is None: raise ValueError("dataset='folder' needs root=<your folder>")
-    root = Path(root if root is not None else DEFAULT_ROOTS[dataset])
+    root = resolve_path(root if root is not None else DEFAULT_ROOTS[dataset])
     if dataset == "toy": return voc_dataset(ensure_toy_dataset(root, **kwargs), TOY_CLASSES, name="toy", kind="toy")
     return {"voc": voc_dataset, "cityscapes": cityscapes_dataset, "folder": folder_dataset}[dataset](root, **kwargs)
 

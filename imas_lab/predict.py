@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import get_device, voc_palette
+from .core import get_device, voc_palette, resolve_path, path_rule
 from .config import config_from_dict
 from .data import IMAGE_EXTS, normalize, read_image
 from .evaluate import predict_logits
@@ -22,8 +22,8 @@ __all__ = ['load_model', 'predict', 'overlay', 'predict_folder', 'main']
 # %% ../nbs/13_predict.ipynb #3c9a3bd7
 def load_model(checkpoint, device="cpu", which: str = "teacher") -> tuple[torch.nn.Module, dict]:
     "The model of `checkpoint` in eval mode on `device`, and the checkpoint's `config` / `class_names`."
-    path = Path(checkpoint)
-    if not path.exists(): raise FileNotFoundError(f"checkpoint {path} does not exist")
+    path = resolve_path(checkpoint)
+    if not path.exists(): raise FileNotFoundError(f"checkpoint {checkpoint} ({path}) does not exist; {path_rule()}")
     try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e: raise ValueError(f"cannot read checkpoint {path}: {e}") from e
     if which not in ("teacher", "student"): raise ValueError(f"which={which!r}: expected 'teacher' or 'student'")
@@ -68,9 +68,9 @@ def predict_folder(checkpoint, images_dir, out_dir, device="auto", with_overlay:
     "Predict every image in `images_dir`; write `<name>.png` label maps (and `<name>_overlay.jpg`) to `out_dir`."
     model, meta = load_model(checkpoint, device)
     cfg = meta["config"]
-    paths = sorted(p for p in Path(images_dir).iterdir() if p.suffix.lower() in IMAGE_EXTS)
+    paths = sorted(p for p in resolve_path(images_dir).iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not paths: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {images_dir}")
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True); pal = voc_palette().flatten().tolist()
+    out = resolve_path(out_dir); out.mkdir(parents=True, exist_ok=True); pal = voc_palette().flatten().tolist()
     written = []
     for p in paths:
         labels = predict(model, p, mode=cfg.eval_mode, window=cfg.eval_window or cfg.crop_size)

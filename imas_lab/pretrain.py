@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .core import seed_everything
+from .core import seed_everything, resolve_path
 from .config import Config
 from .toydata import PRETEXT_CLASSES, TOY_META, make_toy_dataset, ensure_toy_dataset
 from .data import SegData, voc_dataset, normalize
@@ -43,7 +43,7 @@ def arch_kwargs(cfg: Config) -> dict:
 
 def pretext_dataset(root: str | Path = PRETEXT_ROOT, **kwargs) -> SegData:
     "The pretext task: toy-style drawings of `PRETEXT_CLASSES` from `PRETEXT_SEED`, drawn once under `root`."
-    root = Path(root)
+    root = resolve_path(root)
     if kwargs or not (root / TOY_META).exists():
         root = make_toy_dataset(root, **{"seed": PRETEXT_SEED, "classes": PRETEXT_CLASSES, **kwargs})
     else: root = ensure_toy_dataset(root)  # drawn before: kept at its size
@@ -79,7 +79,7 @@ def pretrain_encoder(cfg: Config, data: SegData, steps: int = PRETEXT_STEPS, dev
 def encoder_path(cfg: Config, root: str | Path = PRETEXT_ROOT, steps: int = PRETEXT_STEPS) -> Path:
     "Where the pretext encoder of `cfg`'s architecture is cached under `root`."
     key = json.dumps([ENCODER_VERSION, steps, PRETEXT_RECIPE, cfg.crop_size, arch_kwargs(cfg)], default=list)
-    return Path(root) / "encoders" / f"{cfg.backbone}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
+    return resolve_path(root) / "encoders" / f"{cfg.backbone}-{hashlib.sha1(key.encode()).hexdigest()[:10]}.pt"
 
 def _rank() -> int: return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 
 from .config import Config, save_config
 from .checkpoint import previous_path
+from .core import resolve_path
 
 # %% auto #0
 __all__ = ['METRIC_COLUMNS', 'HARDNESS_COLUMNS', 'LOCK_NAME', 'RunDir', 'RunDirLocked', 'RunLock', 'plot_curves', 'plot_hardness']
@@ -23,12 +24,13 @@ HARDNESS_COLUMNS = ["idx", "id", "iter", "epoch", "gamma", "rho_s", "rho_t"]
 
 class RunDir:
     "Paths and logs of the run directory `path`."
-    def __init__(self, path): self.path = Path(path)
+    def __init__(self, path): self.path = resolve_path(path)  # relative: under the project root (imas_lab.core)
     def __repr__(self): return f"RunDir({str(self.path)!r})"
     config = property(lambda self: self.path / "config.yaml")
     metrics = property(lambda self: self.path / "metrics.csv")
     hardness = property(lambda self: self.path / "hardness.csv")
     summary = property(lambda self: self.path / "summary.json")
+    card = property(lambda self: self.path / "run_card.json")  # imas_lab.records.run_card
     last = property(lambda self: self.path / "checkpoints" / "last.pt")
     best = property(lambda self: self.path / "checkpoints" / "best.pt")
     prev = property(lambda self: previous_path(self.last))  # the checkpoint before last.pt

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 import numpy as np
+from .core import resolve_path, path_rule
 from .data import DatasetError, SegData, IMAGE_EXTS
 
 # %% auto #0
@@ -111,8 +112,8 @@ def split_folder_names(n: int, fraction: Fraction | None, family: str) -> list[s
 # %% ../nbs/02a_splits.ipynb #94f5a390
 def find_split_folder(splits_dir: str | Path, n: int, fraction: Fraction | None, family: str = "imas") -> Path:
     "The folder in `splits_dir` holding `family`'s split of `n` labeled images (`fraction` of the train list)."
-    root, names = Path(splits_dir), split_folder_names(n, fraction, family)
-    if not root.is_dir(): raise FileNotFoundError(f"splits_dir {root} ({root.resolve()}) is not a folder")
+    root, names = resolve_path(splits_dir), split_folder_names(n, fraction, family)
+    if not root.is_dir(): raise FileNotFoundError(f"splits_dir {splits_dir} ({root}) is not a folder; {path_rule()}")
     for name in names:
         if (root / name / "labeled.txt").is_file(): return root / name
     held = sorted(p.name for p in root.iterdir() if (p / "labeled.txt").is_file())

@@ -8,7 +8,7 @@ import colorsys, json, os, shutil
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
-from .core import BACKGROUND, voc_palette
+from .core import BACKGROUND, voc_palette, resolve_path
 
 # %% auto #0
 __all__ = ['TOY_CLASSES', 'PRETEXT_CLASSES', 'TOY_VERSION', 'TOY_META', 'BACKGROUND_MIX', 'GREY', 'draw_toy_sample',
@@ -138,7 +138,7 @@ def _remove_orphans(root: Path):
 def make_toy_dataset(root: str | Path = "data/toy", seed: int = 0, n_train: int = 2000, n_val: int = 300,
                      size: int = 32, force: bool = False, classes: tuple[str, ...] = TOY_CLASSES) -> Path:
     "Draw (or reuse) the embedded shapes dataset (of `classes`) in VOC layout under `root`; return `root` as a `Path`."
-    root, params = Path(root), _toy_params(seed, n_train, n_val, size, classes)
+    root, params = resolve_path(root), _toy_params(seed, n_train, n_val, size, classes)
     if not force and _read_meta(root) == params: return root
     if root.exists() and any(root.iterdir()) and _read_meta(root) is None:
         raise FileExistsError(f"make_toy_dataset: {root} exists and holds no {TOY_META}, so it is not a toy dataset; "
@@ -156,7 +156,8 @@ def make_toy_dataset(root: str | Path = "data/toy", seed: int = 0, n_train: int 
 # %% ../nbs/01_toydata.ipynb #c0921ac5
 def ensure_toy_dataset(root: str | Path = "data/toy", **kwargs) -> Path:
     "The toy dataset at `root`: as drawn there before (redrawn if of an older version), else drawn with `kwargs`."
-    meta = _read_meta(Path(root))
+    root = resolve_path(root)
+    meta = _read_meta(root)
     if meta is not None and not kwargs: kwargs = {k: meta[k] for k in ("seed", "n_train", "n_val", "size")}
     if meta is not None and "classes" not in kwargs: kwargs["classes"] = tuple(meta["classes"])
     return make_toy_dataset(root, **kwargs)

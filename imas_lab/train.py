@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_train.ipynb #b76d9d67
 from __future__ import annotations
-import argparse, dataclasses, inspect, math, os, signal, sys, time, typing
+import argparse, dataclasses, inspect, json, math, os, signal, sys, time, typing
 import pandas as pd
 import torch
 import torch.distributed as dist
@@ -19,6 +19,7 @@ from .distributed import is_distributed, mean_over_ranks, gather_rows, gather_ob
 from .evaluate import evaluate as evaluate_model
 from .methods import DEFAULT_METHOD, method_names
 from .rundir import plot_curves, plot_hardness
+from .records import tb_writer, tb_log, eval_protocol, split_hash
 from .trainer import Trainer
 
 # %% auto #0
@@ -59,7 +60,9 @@ def log_row(self: Trainer) -> dict:
     row = dict(iter=self.it, epoch=self.epoch, loss_x=loss_x, loss_u=loss_u, miou_teacher=evals["teacher"]["miou"],
                miou_student=evals["student"]["miou"], lr=self.optimizer.param_groups[0]["lr"], pl_ratio=pl_ratio,
                hardness=hardness if self.method.logs_hardness else None, seconds=self.elapsed())
-    if self.is_main: self.run.log_metrics(row)
+    if self.is_main:
+        self.run.log_metrics(row)
+        self.log_tensorboard(row)
     if self.eval_reported["miou"] > self.best_miou:
         self.best_miou = self.eval_reported["miou"]
         self.save_best()
@@ -80,6 +83,7 @@ def flush_hardness(self: Trainer):
     df = df.astype({"iter": int, "epoch": int, "idx": int})
     ids = [r.id for r in self.loaders.unlabeled.dataset.records]
     self.run.log_hardness(df.assign(id=[ids[i] for i in df["idx"]]))
+    self.hardness_since_row = [*getattr(self, "hardness_since_row", []), *df["gamma"]]
 
 @patch
 def elapsed(self: Trainer) -> float:
@@ -88,6 +92,15 @@ def elapsed(self: Trainer) -> float:
     self.seconds += now - self._clock
     self._clock = now
     return round(self.seconds, 2)
+
+# %% ../nbs/11_train.ipynb #3e5d583a
+@patch
+def log_tensorboard(self: Trainer, row: dict):
+    "Write `row`, the reported model's per-class IoU and the hardness since the last row as TensorBoard events."
+    if getattr(self, "tb", None) is None: self.tb = tb_writer(self.run.path, self.resumed_from)
+    per_class = dict(zip(self.data.class_names, self.eval_reported["iou"]))
+    tb_log(self.tb, row, per_class, getattr(self, "hardness_since_row", None))
+    self.hardness_since_row = []
 
 # %% ../nbs/11_train.ipynb #f28063d2
 @patch
@@ -199,7 +212,8 @@ def finish(self: Trainer) -> dict:
                         iters=self.it, seconds=round(self.seconds, 1), world_size=self.dist.world_size,
                         reported=self.method.report, method=cfg.method, split=cfg.split, seed=cfg.seed,
                         dataset=cfg.dataset, split_source=self.loaders.split.source,
-                        split_family=cfg.split_family if cfg.splits_dir else None)
+                        split_family=cfg.split_family if cfg.splits_dir else None,
+                        split_hash=split_hash(self.loaders.split.labeled), eval_protocol=eval_protocol(cfg))
     if self.is_main: self.write_outputs()
     return self.summary
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10f_trainer.ipynb #49c924b6
 from __future__ import annotations
-import dataclasses
+import dataclasses, json
 from contextlib import nullcontext
 from functools import partial
 from types import SimpleNamespace
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from fastcore.basics import patch
 
-from .core import seed_everything
+from .core import seed_everything, resolve_path
 from .config import Config
 from .data import SegData, build_dataset, normalize
 from .splits import make_split, write_split
@@ -25,6 +25,7 @@ from .optim import make_optimizer, set_poly_lr, ema_decay, make_teacher, ema_upd
 from .distributed import init_distributed
 from .methods import Nets, Batch, get_method
 from .rundir import RunDir, RunLock
+from .records import run_card
 
 # %% auto #0
 __all__ = ['LOG_SUMS', 'model_from_config', 'pretrained_path', 'Trainer']
@@ -37,7 +38,7 @@ def model_from_config(cfg: Config, num_classes: int, pretrained: str | None = No
 def pretrained_path(cfg: Config, device="cpu") -> str | None:
     "`cfg.pretrained` as a checkpoint path: the pretext encoder (trained on first use) for `'toy'`, None for none."
     if cfg.pretrained == TOY_ENCODER: return str(toy_encoder(cfg, device=device, num_workers=cfg.num_workers))
-    return cfg.pretrained or None
+    return str(resolve_path(cfg.pretrained)) if cfg.pretrained else None
 
 # %% ../nbs/10f_trainer.ipynb #f00d1fc1
 class Trainer:
@@ -64,15 +65,27 @@ def setup(self: Trainer, data: SegData | None = None):
     self.reset_logs()
     self.it, self.epoch, self.seconds, self.best_miou, self.summary = 0, 0, 0.0, -1.0, None
     if self.resume: self.load_checkpoint(self.run.last)
-    self.saved_at = self.it
+    self.saved_at, self.resumed_from = self.it, self.it if self.resume else None
     if self.is_main:
         self.run.start(cfg)
         write_split(self.loaders.split, self.run.path)
+        self.write_card()
 
 @patch
 def close(self: Trainer):
-    "Release the run dir's lock: another process may now resume the run."
+    "Close the TensorBoard writer and release the run dir's lock: another process may now resume the run."
+    if getattr(self, "tb", None) is not None: self.tb.close()
     if getattr(self, "lock", None) is not None: self.lock.release()
+
+# %% ../nbs/10f_trainer.ipynb #5afce5fc
+@patch
+def write_card(self: Trainer):
+    "Write `run_card.json` (rank 0): a new one, or on resume the old one with this process's card under `resumed`."
+    card = run_card(self.cfg, self.loaders.split, self.dist.world_size, self.device)
+    if self.resume and self.run.card.exists():
+        old = json.loads(self.run.card.read_text())
+        card = {**old, "resumed": [*old.get("resumed", []), dict(card, iter=self.it)]}
+    self.run.card.write_text(json.dumps(card, indent=1))
 
 # %% ../nbs/10f_trainer.ipynb #f159e52e
 @patch(cls_method=True)

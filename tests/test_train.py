@@ -95,6 +95,8 @@ def test_killed_run_resumes_exactly(tmp_path, toy_root):
     assert all(torch.equal(a[k], b[k]) for k in a)
     drop = lambda p: pd.read_csv(p).drop(columns="seconds")
     pd.testing.assert_frame_equal(drop(tmp_path / "full" / "metrics.csv"), drop(tmp_path / "cut" / "metrics.csv"))
+    from imas_lab.records import read_events  # TensorBoard: each step once, as in the uninterrupted run
+    pd.testing.assert_frame_equal(read_events(tmp_path / "full"), read_events(tmp_path / "cut"))
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["final_miou"] == \
            json.loads((tmp_path / "full" / "summary.json").read_text())["final_miou"]
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 from .core import IGNORE_INDEX, BACKGROUND, IMAGENET_MEAN, IMAGENET_STD, resolve_path, path_rule
-from .toydata import TOY_CLASSES, ensure_toy_dataset
+from .toydata import TOY_CLASSES, ensure_toy_dataset, make_toy_dataset
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'CITYSCAPES_CLASSES', 'CITYSCAPES_NUM_IDS', 'CITYSCAPES_TRAIN_IDS', 'CITYSCAPES_LUT', 'VOC_LAYOUT',
@@ -119,7 +119,8 @@ def _require(root, kind: str, needed: list[str], layout: str) -> Path:
     given, root = root, resolve_path(root)
     if not root.is_dir():
         rule = "" if Path(given).expanduser().is_absolute() else f"\n('{given}' is relative: {path_rule()})"
-        raise DatasetError(f"{kind} dataset root '{root}' does not exist; expected a folder containing:\n{layout}{rule}")
+        raise DatasetError(f"{kind} dataset root '{root}' does not exist; expected a folder containing:\n"
+                           f"{layout}{rule}")
     missing = [n for n in needed if not (root / n).exists()]
     if missing: raise DatasetError(f"{kind} dataset root '{root}' lacks {', '.join(missing)}; expected:\n{layout}")
     return root
@@ -212,8 +213,10 @@ def build_dataset(dataset: str, root: str | Path | None = None, **kwargs) -> Seg
     "Describe `dataset` (`'toy'`, `'voc'`, `'cityscapes'` or `'folder'`) under `root` (default: `DEFAULT_ROOTS`)."
     if dataset not in DATASETS: raise ValueError(f"dataset={dataset!r}: expected one of {DATASETS}")
     if dataset == "folder" and root is None: raise ValueError("dataset='folder' needs root=<your folder>")
-    root = resolve_path(root if root is not None else DEFAULT_ROOTS[dataset])
-    if dataset == "toy": return voc_dataset(ensure_toy_dataset(root, **kwargs), TOY_CLASSES, name="toy", kind="toy")
+    given, root = root, resolve_path(root if root is not None else DEFAULT_ROOTS[dataset])
+    if dataset == "toy":  # the default root holds the default dataset; another root keeps the toy data drawn there
+        root = ensure_toy_dataset(root, **kwargs) if given is not None else make_toy_dataset(root, **kwargs)
+        return voc_dataset(root, TOY_CLASSES, name="toy", kind="toy")
     return {"voc": voc_dataset, "cityscapes": cityscapes_dataset, "folder": folder_dataset}[dataset](root, **kwargs)
 
 # %% ../nbs/02_data.ipynb #ff32f186

@@ -23,12 +23,13 @@ from .losses import ce_loss
 from .evaluate import evaluate
 
 # %% auto #0
-__all__ = ['PRETEXT_SEED', 'PRETEXT_ROOT', 'PRETEXT_STEPS', 'PRETEXT_RECIPE', 'TOY_ENCODER', 'ENCODER_VERSION', 'ARCH_FIELDS',
-           'arch_kwargs', 'pretext_dataset', 'pretrain_encoder', 'encoder_path', 'toy_encoder']
+__all__ = ['PRETEXT_SEED', 'PRETEXT_ROOT', 'PRETEXT_TRAIN', 'PRETEXT_STEPS', 'PRETEXT_RECIPE', 'TOY_ENCODER', 'ENCODER_VERSION',
+           'ARCH_FIELDS', 'arch_kwargs', 'pretext_dataset', 'pretrain_encoder', 'encoder_path', 'toy_encoder']
 
 # %% ../nbs/10b_pretrain.ipynb #a3877a48
 PRETEXT_SEED = 1                   # the toy data are drawn from seed 0: other images
 PRETEXT_ROOT = "data/toy_pretext"  # the pretext data, and the cached encoders in its encoders/ folder
+PRETEXT_TRAIN = 2000               # pretext train images (the toy data have 1000; this task keeps its 2000)
 PRETEXT_STEPS = 1500               # SGD steps on the pretext task (about a minute on 2 CPU cores for the UNet)
 PRETEXT_RECIPE = dict(batch_size=8, lr=0.1, momentum=0.9, weight_decay=1e-4, poly_power=0.9)
 TOY_ENCODER = "toy"                # the `pretrained` value that names the pretext encoder
@@ -45,7 +46,8 @@ def pretext_dataset(root: str | Path = PRETEXT_ROOT, **kwargs) -> SegData:
     "The pretext task: toy-style drawings of `PRETEXT_CLASSES` from `PRETEXT_SEED`, drawn once under `root`."
     root = resolve_path(root)
     if kwargs or not (root / TOY_META).exists():
-        root = make_toy_dataset(root, **{"seed": PRETEXT_SEED, "classes": PRETEXT_CLASSES, **kwargs})
+        drawing = dict(seed=PRETEXT_SEED, classes=PRETEXT_CLASSES, n_train=PRETEXT_TRAIN)
+        root = make_toy_dataset(root, **{**drawing, **kwargs})
     else: root = ensure_toy_dataset(root)  # drawn before: kept at its size
     classes = tuple(json.loads((root / TOY_META).read_text())["classes"])
     if classes != PRETEXT_CLASSES:

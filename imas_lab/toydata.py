@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from .core import BACKGROUND, voc_palette, resolve_path
 
 # %% auto #0
-__all__ = ['TOY_CLASSES', 'PRETEXT_CLASSES', 'TOY_VERSION', 'TOY_META', 'BACKGROUND_MIX', 'GREY', 'draw_toy_sample',
+__all__ = ['TOY_CLASSES', 'PRETEXT_CLASSES', 'TOY_VERSION', 'TOY_META', 'TOY_TRAIN', 'BACKGROUND_MIX', 'GREY', 'draw_toy_sample',
            'make_toy_dataset', 'ensure_toy_dataset']
 
 # %% ../nbs/01_toydata.ipynb #87eabcff
@@ -19,6 +19,7 @@ TOY_CLASSES = ("background", "ring", "cross", "square")  # class i is TOY_CLASSE
 PRETEXT_CLASSES = ("background", "triangle", "star", "disc", "hexagon")  # the pretext task's shapes: no toy class
 TOY_VERSION = 3     # bump when the drawing code changes: cached datasets of another version are redrawn
 TOY_META = "toy.json"  # the marker file holding the generation parameters
+TOY_TRAIN = 1000       # train images of the embedded dataset (300 val images); why 1000: below
 
 # %% ../nbs/01_toydata.ipynb #d710312f
 def _circle(n: int = 32) -> np.ndarray:
@@ -135,7 +136,7 @@ def _remove_orphans(root: Path):
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)): shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/01_toydata.ipynb #e2db9747
-def make_toy_dataset(root: str | Path = "data/toy", seed: int = 0, n_train: int = 2000, n_val: int = 300,
+def make_toy_dataset(root: str | Path = "data/toy", seed: int = 0, n_train: int = TOY_TRAIN, n_val: int = 300,
                      size: int = 32, force: bool = False, classes: tuple[str, ...] = TOY_CLASSES) -> Path:
     "Draw (or reuse) the embedded shapes dataset (of `classes`) in VOC layout under `root`; return `root` as a `Path`."
     root, params = resolve_path(root), _toy_params(seed, n_train, n_val, size, classes)

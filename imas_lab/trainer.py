@@ -38,7 +38,8 @@ def model_from_config(cfg: Config, num_classes: int, pretrained: str | None = No
 def pretrained_path(cfg: Config, device="cpu") -> str | None:
     "`cfg.pretrained` as a checkpoint path: the pretext encoder (trained on first use) for `'toy'`, None for none."
     if cfg.pretrained == TOY_ENCODER: return str(toy_encoder(cfg, device=device, num_workers=cfg.num_workers))
-    return str(resolve_path(cfg.pretrained)) if cfg.pretrained else None
+    if isinstance(cfg.pretrained, str): return str(resolve_path(cfg.pretrained))  # a checkpoint's path
+    return cfg.pretrained or None  # True: the backbone's default weights; False / None: none
 
 # %% ../nbs/10f_trainer.ipynb #f00d1fc1
 class Trainer:

@@ -4,7 +4,8 @@
 
 # %% ../nbs/01_toydata.ipynb #1a977a47
 from __future__ import annotations
-import colorsys, json, os, shutil
+import colorsys, fcntl, json, os, shutil
+from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
@@ -131,27 +132,36 @@ def _pid_alive(pid: int) -> bool:
 
 def _remove_orphans(root: Path):
     "Remove the temporary folders that processes which no longer run left beside `root`."
-    for tmp in root.parent.glob(f".{root.name}.tmp-*"):
+    for tmp in (*root.parent.glob(f".{root.name}.tmp-*"), *root.parent.glob(f".{root.name}.old-*")):
         pid = tmp.name.rpartition("-")[2]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)): shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/01_toydata.ipynb #e2db9747
+@contextmanager
+def _drawing(root: Path):
+    "Hold the lock of drawing `root` (`.<name>.lock` beside it): one process draws, the others wait for its result."
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.with_name(f".{root.name}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally: fcntl.flock(f, fcntl.LOCK_UN)
+
 def make_toy_dataset(root: str | Path = "data/toy", seed: int = 0, n_train: int = TOY_TRAIN, n_val: int = 300,
                      size: int = 32, force: bool = False, classes: tuple[str, ...] = TOY_CLASSES) -> Path:
     "Draw (or reuse) the embedded shapes dataset (of `classes`) in VOC layout under `root`; return `root` as a `Path`."
     root, params = resolve_path(root), _toy_params(seed, n_train, n_val, size, classes)
     if not force and _read_meta(root) == params: return root
-    if root.exists() and any(root.iterdir()) and _read_meta(root) is None:
-        raise FileExistsError(f"make_toy_dataset: {root} exists and holds no {TOY_META}, so it is not a toy dataset; "
-                              f"refusing to overwrite it. Pass another root or remove that folder.")
-    tmp = root.with_name(f".{root.name}.tmp-{os.getpid()}")
-    _remove_orphans(root)
-    shutil.rmtree(tmp, ignore_errors=True); root.parent.mkdir(parents=True, exist_ok=True)
-    _write_toy(tmp, params)
-    if not force and _read_meta(root) == params:  # another process finished first
-        shutil.rmtree(tmp); return root
-    shutil.rmtree(root, ignore_errors=True)
-    os.rename(tmp, root)
+    with _drawing(root):
+        if not force and _read_meta(root) == params: return root  # another process drew it meanwhile
+        if root.exists() and any(root.iterdir()) and _read_meta(root) is None:
+            raise FileExistsError(f"make_toy_dataset: {root} exists and holds no {TOY_META}, so it is not a toy "
+                                  f"dataset; refusing to overwrite it. Pass another root or remove that folder.")
+        tmp, old = (root.with_name(f".{root.name}.{what}-{os.getpid()}") for what in ("tmp", "old"))
+        _remove_orphans(root)
+        _write_toy(tmp, params)
+        if root.exists(): os.rename(root, old)  # the dataset drawn before, replaced at once
+        os.rename(tmp, root)
+        shutil.rmtree(old, ignore_errors=True)
     return root
 
 # %% ../nbs/01_toydata.ipynb #c0921ac5

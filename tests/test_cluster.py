@@ -138,6 +138,19 @@ def test_killed_toy_draw_is_never_trusted(tmp_path):
     assert not tmp.exists()
 
 
+def test_concurrent_draws_end_with_one_dataset(tmp_path):
+    "Processes that start at once on a toy dataset drawn with other parameters (a sweep's lanes) all end with the new one."
+    from imas_lab.toydata import make_toy_dataset, _read_meta
+    root = tmp_path / "toy"
+    make_toy_dataset(root, n_train=8, n_val=2)
+    code = f"from imas_lab.toydata import make_toy_dataset; make_toy_dataset({str(root)!r}, n_train=60, n_val=4)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=ENV, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    errs = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], errs
+    assert _read_meta(root)["n_train"] == 60 and len(list((root / "JPEGImages").glob("*.jpg"))) == 64
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+
+
 def test_dead_rank_ends_the_run_resumably(tmp_path, toy_root):
     "Under torchrun, a rank killed mid-run ends the others within bounded time; the run dir then resumes to the end."
     psutil = pytest.importorskip("psutil")

@@ -11,6 +11,7 @@ import yaml
 
 from .core import resolve_path, path_rule
 from .model import UNET_WIDTHS
+from .optim import OPTIMIZERS
 from .splits import SPLIT_FAMILIES
 from .step import BN_STATS
 from .methods import DEFAULT_METHOD, get_method
@@ -69,6 +70,8 @@ class Config:
     head_lr_mult: float = 1.0
     weight_decay: float = 1e-4
     momentum: float = 0.9
+    optimizer: str = "sgd"           # sgd (METHOD.md) | adamw (UniMatch V2's, for the DINOv2 encoders)
+    layer_decay: float = 1.0        # < 1: layer-wise lr decay over a ViT encoder's blocks (imas_lab.vit)
     poly_power: float = 0.9
     # execution
     seed: int = 0
@@ -147,6 +150,9 @@ def resolve_config(dataset: str = "toy", config: str | None = None, **params) ->
     if cfg.ema_warmup not in (None, "epoch"):
         raise ValueError(f"ema_warmup={cfg.ema_warmup!r}: expected None or 'epoch'")
     if cfg.bn_stats not in BN_STATS: raise ValueError(f"bn_stats={cfg.bn_stats!r} is not one of {BN_STATS}")
+    if cfg.optimizer not in OPTIMIZERS: raise ValueError(f"optimizer={cfg.optimizer!r} is not one of {OPTIMIZERS}")
+    if cfg.layer_decay != 1 and not cfg.backbone.startswith("dinov2"):
+        raise ValueError(f"layer_decay={cfg.layer_decay} needs a ViT encoder (backbone='dinov2_s', ...), not {cfg.backbone!r}")
     if cfg.split_family not in SPLIT_FAMILIES:
         raise ValueError(f"split_family={cfg.split_family!r} is not one of {SPLIT_FAMILIES}")
     if cfg.lambda_u is None: cfg.lambda_u = method.default_lambda_u

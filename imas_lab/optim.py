@@ -8,17 +8,23 @@ import copy
 import torch
 
 # %% auto #0
-__all__ = ['make_optimizer', 'poly_factor', 'set_poly_lr', 'ema_decay', 'make_teacher', 'ema_update', 'amp_dtype', 'make_scaler']
+__all__ = ['OPTIMIZERS', 'make_optimizer', 'poly_factor', 'set_poly_lr', 'ema_decay', 'make_teacher', 'ema_update', 'amp_dtype',
+           'make_scaler']
 
 # %% ../nbs/09_optim.ipynb #78d44bcb
-def make_optimizer(groups: list[dict], momentum: float = 0.9, weight_decay: float = 1e-4, device=None) -> torch.optim.SGD:
-    "SGD over parameter `groups` (each with `params` and `initial_lr`); fused on CUDA."
+OPTIMIZERS = ("sgd", "adamw")  # METHOD.md's SGD; AdamW for the DINOv2 encoders, as UniMatch V2 trains them
+
+def make_optimizer(groups: list[dict], momentum: float = 0.9, weight_decay: float = 1e-4, device=None,
+                   kind: str = "sgd") -> torch.optim.Optimizer:
+    "SGD (or AdamW, betas 0.9/0.999) over parameter `groups` (each with `params` and `initial_lr`); fused on CUDA."
+    if kind not in OPTIMIZERS: raise ValueError(f"optimizer={kind!r} is not one of {OPTIMIZERS}")
     for i, g in enumerate(groups):
         if "initial_lr" not in g: raise ValueError(f"parameter group {i} has no 'initial_lr'")
         g.setdefault("lr", g["initial_lr"])
     fused = device is not None and torch.device(device).type == "cuda"
-    return torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay, fused=fused or None,
-                           foreach=None if fused else True)
+    speed = dict(fused=fused or None, foreach=None if fused else True)
+    if kind == "adamw": return torch.optim.AdamW(groups, weight_decay=weight_decay, **speed)
+    return torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay, **speed)
 
 def poly_factor(it: int, max_iters: int, power: float = 0.9) -> float:
     "`(1 - it / max_iters) ** power`, the poly schedule's factor at iteration `it`."

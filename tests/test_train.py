@@ -72,6 +72,18 @@ def test_unimatch_from_cli_and_notebook(tmp_path, toy_root):
     assert metrics["loss_u"].gt(0).all(), metrics             # the strong and perturbed views were trained
 
 
+def test_dinov2_from_cli(tmp_path, toy_root):
+    "A DINOv2 encoder (small, random init: no weights offline) trains iMAS on the embedded data from the command line."
+    p = cli(*tiny_args(toy_root, tmp_path / "vit", backbone="dinov2_s"), "--method", "imas", "--crop_size", "28",
+            "--max_iters", "2", "--eval_every", "2", "--set", "base_size=28", "--set", "optimizer=adamw",
+            "--set", "layer_decay=0.9", "--lr", "1e-4")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "random init" in p.stderr                           # said, not silent
+    ck = torch.load(tmp_path / "vit" / "checkpoints" / "last.pt", weights_only=True)
+    assert ck["config"]["backbone"] == "dinov2_s" and "backbone.blocks.11.mlp.fc2.weight" in ck["student"]
+    assert len(ck["optimizer"]["param_groups"]) == 12 + 2 + 1  # embeddings, 12 blocks, final norm; the head
+
+
 def test_killed_run_resumes_exactly(tmp_path, toy_root):
     "A process killed after a checkpoint and resumed ends with the weights and logs of an uninterrupted run."
     common = dict(method="fixmatch")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_bench.ipynb #eb500bae
 from __future__ import annotations
-import argparse, dataclasses, gc, itertools, json, platform, time
+import argparse, dataclasses, gc, itertools, json, time
 import pandas as pd
 import torch
 
@@ -16,6 +16,7 @@ from .methods import DEFAULT_METHOD, WeakToStrong, get_method, method_names
 from .data import VOC_CLASSES, CITYSCAPES_CLASSES, normalize
 from .toydata import TOY_CLASSES
 from .compare import frame_markdown
+from .records import device_name
 from .train import Trainer
 from .step import predict_eval
 from .hardness import hardness_parts, pseudo_labels
@@ -23,8 +24,8 @@ from .augment import strong_augment, adaptive_mix, hardness_cutmix
 
 # %% auto #0
 __all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'trainer_batches',
-           'device_name', 'repeat_batches', 'step_flops', 'sync_device', 'timed', 'train_step', 'semi_supervised',
-           'bench_step', 'bench_parts', 'bench_matrix', 'main', 'matrix_rows']
+           'repeat_batches', 'step_flops', 'sync_device', 'timed', 'train_step', 'semi_supervised', 'bench_step',
+           'bench_parts', 'bench_matrix', 'main', 'matrix_rows']
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
 def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
@@ -61,10 +62,6 @@ def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0, 
 def trainer_batches(t: Trainer) -> tuple[dict, dict]:
     "`random_batches` of trainer `t`'s batch size, crop size and classes, pinned when it trains on a GPU."
     return random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes, pin=t.device.type == "cuda")
-
-def device_name(device: torch.device) -> str:
-    "The GPU's name, or the CPU's."
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or device.type
 
 def repeat_batches(method: str, batch_x: dict, batch_u: dict):
     "The pair `(batch_x, batch_u)` forever, as `Trainer.train_iter` takes batches; no `batch_u` for `supervised`."

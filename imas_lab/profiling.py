@@ -22,7 +22,8 @@ from .config import resolve_config
 from .compare import frame_markdown
 from .train import Trainer
 from .step import PROFILE_SCOPES
-from .bench import (GPU_MATRIX, bench_matrix, bench_trainer, device_name, matrix_rows, repeat_batches,
+from .records import device_name
+from .bench import (GPU_MATRIX, bench_matrix, bench_trainer, matrix_rows, repeat_batches,
                             sync_device, timed, train_step, trainer_batches, use_method)
 
 # %% auto #0

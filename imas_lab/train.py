@@ -83,7 +83,7 @@ def flush_hardness(self: Trainer):
     df = df.astype({"iter": int, "epoch": int, "idx": int})
     ids = [r.id for r in self.loaders.unlabeled.dataset.records]
     self.run.log_hardness(df.assign(id=[ids[i] for i in df["idx"]]))
-    self.hardness_since_row = [*getattr(self, "hardness_since_row", []), *df["gamma"]]
+    self.hardness_since_row += df["gamma"].tolist()
 
 @patch
 def elapsed(self: Trainer) -> float:
@@ -97,9 +97,9 @@ def elapsed(self: Trainer) -> float:
 @patch
 def log_tensorboard(self: Trainer, row: dict):
     "Write `row`, the reported model's per-class IoU and the hardness since the last row as TensorBoard events."
-    if getattr(self, "tb", None) is None: self.tb = tb_writer(self.run.path, self.resumed_from)
+    if self.tb is None: self.tb = tb_writer(self.run.path, self.resumed_from)
     per_class = dict(zip(self.data.class_names, self.eval_reported["iou"]))
-    tb_log(self.tb, row, per_class, getattr(self, "hardness_since_row", None))
+    tb_log(self.tb, row, per_class, self.hardness_since_row)
     self.hardness_since_row = []
 
 # %% ../nbs/11_train.ipynb #f28063d2

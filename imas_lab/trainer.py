@@ -47,7 +47,7 @@ class Trainer:
     "Trains `cfg.method` on `cfg.dataset` (or on `data`, a `SegData`), writing the run dir `cfg.run_dir`."
     def __init__(self, cfg: Config, data: SegData | None = None):
         self.cfg, (self.dist, self.device) = cfg, init_distributed(cfg.device)
-        self.is_main, self.run = self.dist.rank == 0, RunDir(cfg.run_dir)
+        self.is_main, self.run, self.tb = self.dist.rank == 0, RunDir(cfg.run_dir), None  # tb: TensorBoard, on first use
         self.lock = RunLock(self.run.path).acquire() if self.is_main else None
         try: self.setup(data)
         except BaseException:
@@ -76,8 +76,8 @@ def setup(self: Trainer, data: SegData | None = None):
 @patch
 def close(self: Trainer):
     "Close the TensorBoard writer and release the run dir's lock: another process may now resume the run."
-    if getattr(self, "tb", None) is not None: self.tb.close()
-    if getattr(self, "lock", None) is not None: self.lock.release()
+    if self.tb is not None: self.tb.close()
+    if self.lock is not None: self.lock.release()
 
 # %% ../nbs/10f_trainer.ipynb #5afce5fc
 @patch
@@ -95,7 +95,7 @@ def for_model(cls: Trainer, cfg: Config, num_classes: int) -> Trainer:
     "A trainer of `cfg`'s method, model, teacher and optimizer for `num_classes` classes, without data or run dir."
     t = cls.__new__(cls)
     t.cfg, (t.dist, t.device) = cfg, init_distributed(cfg.device)
-    t.is_main, t.data, t.lock = t.dist.rank == 0, SimpleNamespace(num_classes=num_classes), None
+    t.is_main, t.data, t.lock, t.tb = t.dist.rank == 0, SimpleNamespace(num_classes=num_classes), None, None
     t.setup_method()
     t.setup_model()
     t.setup_optimizer()
@@ -167,7 +167,7 @@ LOG_SUMS = ("loss_x", "loss_u", "pl_ratio", "hardness", "steps")
 def reset_logs(self: Trainer):
     "Empty running sums of the logs and no hardness rows."
     self.sums = torch.zeros(len(LOG_SUMS), device=self.device, dtype=torch.float64)
-    self.hardness_rows = []
+    self.hardness_rows, self.hardness_since_row = [], []
 
 # %% ../nbs/10f_trainer.ipynb #d2896a9e
 @patch

@@ -20,7 +20,8 @@ from torchvision.ops import Conv2dNormActivation
 # %% auto #0
 __all__ = ['ASPP_RATES', 'MULTI_GRID', 'RESNETS', 'MOBILENETS', 'BACKBONES', 'UNET_WIDTHS', 'FP_DROPOUT', 'dilate_stage',
            'apply_multi_grid', 'make_deep_stem', 'build_backbone', 'DeepLabV3Plus', 'UNet', 'with_perturbed',
-           'split_perturbed', 'build_model', 'BackboneLoad', 'load_backbone', 'imagenet_checkpoint', 'param_groups']
+           'split_perturbed', 'build_model', 'BackboneLoad', 'load_into', 'load_backbone', 'imagenet_checkpoint',
+           'param_groups']
 
 # %% ../nbs/06_model.ipynb #984f2b06
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}   # output stride -> ASPP atrous rates
@@ -266,6 +267,26 @@ def _stem_hint(ckpt: dict, own: dict) -> str:
     return (" The checkpoint has a deep stem (conv1.0.weight) and the model has not: build it with deep_stem=True."
             if ckpt_deep else " The checkpoint has the plain 7x7 stem and the model a deep stem: use deep_stem=False.")
 
+# %% ../nbs/06_model.ipynb #ddb9abdb
+def load_into(backbone: nn.Module, sd: dict, path, name: str, ignored: list[str] = (), hint: str = "") -> BackboneLoad:
+    "Load state dict `sd` (read from `path`) into `backbone` (named `name`): refuse shapes that do not fit, naming the keys."
+    own = backbone.state_dict()
+    bad = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    if bad:
+        more = (f" (and {len(bad) - 1} more keys differ: {', '.join(bad[1:4])}{', ...' if len(bad) > 4 else ''})"
+                if len(bad) > 1 else "")
+        raise ValueError(f"checkpoint {str(path)!r} does not fit backbone {name!r}: key {bad[0]!r} has shape "
+                         f"{tuple(sd[bad[0]].shape)} in the checkpoint but {tuple(own[bad[0]].shape)} in the model"
+                         f"{more}.{hint}")
+    if not set(sd) & set(own):
+        raise ValueError(f"checkpoint {str(path)!r}: none of its {len(sd)} keys (e.g. {next(iter(sd), None)!r}) is a "
+                         f"key of backbone {name!r} (e.g. {next(iter(own))!r}).{hint}")
+    res = backbone.load_state_dict(sd, strict=False)
+    report = BackboneLoad(str(path), [k for k in sd if k in own], list(res.missing_keys), list(res.unexpected_keys),
+                          list(ignored))
+    if report.missing or report.unexpected: warnings.warn(f"load_backbone: {report}", stacklevel=3)
+    return report
+
 # %% ../nbs/06_model.ipynb #6643b37a
 def load_backbone(model: nn.Module, path: str | os.PathLike) -> BackboneLoad:
     "Load the local ImageNet checkpoint at `path` into `model.backbone`; refuse shapes that do not fit."
@@ -278,21 +299,8 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> BackboneLoad:
     if key_prefix: consume_prefix_in_state_dict_if_present(sd, key_prefix)
     ignored = [k for k in sd if k.startswith(head_prefix)]
     sd = {k: v for k, v in sd.items() if not k.startswith(head_prefix)}
-    own = model.backbone.state_dict()
-    bad = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        more = f" (and {len(bad) - 1} more keys differ)" if len(bad) > 1 else ""
-        raise ValueError(f"checkpoint {str(path)!r} does not fit backbone {model.backbone_name!r}: key {bad[0]!r} has "
-                         f"shape {tuple(sd[bad[0]].shape)} in the checkpoint but {tuple(own[bad[0]].shape)} in the "
-                         f"model{more}.{_stem_hint(sd, own)}")
-    if not set(sd) & set(own):
-        raise ValueError(f"checkpoint {str(path)!r}: none of its {len(sd)} keys (e.g. {next(iter(sd), None)!r}) is a "
-                         f"key of backbone {model.backbone_name!r} (e.g. {next(iter(own))!r}).{_stem_hint(sd, own)}")
-    loaded = [k for k in sd if k in own]
-    res = model.backbone.load_state_dict(sd, strict=False)
-    report = BackboneLoad(str(path), loaded, list(res.missing_keys), list(res.unexpected_keys), ignored)
-    if report.missing or report.unexpected: warnings.warn(f"load_backbone: {report}", stacklevel=2)
-    return report
+    hint = _stem_hint(sd, model.backbone.state_dict())
+    return load_into(model.backbone, sd, path, model.backbone_name, ignored, hint)
 
 # %% ../nbs/06_model.ipynb #f76cad33
 def imagenet_checkpoint(backbone: str) -> Path:

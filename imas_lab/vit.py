@@ -14,7 +14,8 @@ import timm
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
-from .model import BackboneLoad, param_groups, with_perturbed, split_perturbed, _read_checkpoint, _unwrap
+from .model import (BackboneLoad, load_into, param_groups, with_perturbed, split_perturbed, _read_checkpoint,
+                            _unwrap)
 
 # %% auto #0
 __all__ = ['PATCH', 'DINOV2', 'VIT_BACKBONES', 'DINOV2_TINY', 'DPT_SCALES', 'UNIMATCH_V2', 'UNIMATCH_V2_RECIPES', 'ViTSpec',
@@ -198,21 +199,7 @@ def load_dinov2(model: nn.Module, path: str | os.PathLike) -> BackboneLoad:
     vit, name = model.backbone, model.backbone_name
     sd, ignored = to_timm_keys(_read_vit_checkpoint(path))
     sd, own = _fit_pos_embed(sd, vit), vit.state_dict()
-    bad = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    if bad:
-        more = (f" (and {len(bad) - 1} more keys differ: {', '.join(bad[1:4])}{', ...' if len(bad) > 4 else ''})"
-                if len(bad) > 1 else "")
-        raise ValueError(f"checkpoint {str(path)!r} does not fit backbone {name!r}: key {bad[0]!r} has shape "
-                         f"{tuple(sd[bad[0]].shape)} in the checkpoint but {tuple(own[bad[0]].shape)} in the model"
-                         f"{more}.{_width_hint(sd, name)}")
-    if not set(sd) & set(own):
-        raise ValueError(f"checkpoint {str(path)!r}: none of its {len(sd)} keys (e.g. {next(iter(sd), None)!r}) is a "
-                         f"key of backbone {name!r} (e.g. {next(iter(own))!r})")
-    loaded = [k for k in sd if k in own]
-    res = vit.load_state_dict(sd, strict=False)
-    report = BackboneLoad(str(path), loaded, list(res.missing_keys), list(res.unexpected_keys), ignored)
-    if report.missing or report.unexpected: warnings.warn(f"load_dinov2: {report}", stacklevel=2)
-    return report
+    return load_into(vit, sd, path, name, ignored, _width_hint(sd, name))
 
 def dinov2_checkpoint(backbone: str) -> Path:
     "The official DINOv2 weights of `backbone` in the local torch hub cache (`dinov2_vits14_pretrain.pth`, ...)."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10g_records.ipynb #4ee26566
 from __future__ import annotations
-import hashlib, json, platform, subprocess, time
+import hashlib, platform, subprocess, time
 from pathlib import Path
 import numpy as np
 import pandas as pd

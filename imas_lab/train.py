@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_train.ipynb #b76d9d67
 from __future__ import annotations
-import argparse, dataclasses, inspect, json, math, os, signal, sys, time, typing
+import argparse, dataclasses, inspect, math, os, signal, sys, time, typing
 import pandas as pd
 import torch
 import torch.distributed as dist

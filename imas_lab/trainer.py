@@ -19,7 +19,6 @@ from .splits import make_split, write_split
 from .loaders import build_loaders, mix_seed
 from . import model as models
 from .model import param_groups
-from .vit import layer_decay_groups
 from .pretrain import TOY_ENCODER, arch_kwargs, toy_encoder
 from .losses import ce_loss, ohem_ce_loss, supervised_loss
 from .optim import make_optimizer, set_poly_lr, ema_decay, make_teacher, ema_update, amp_dtype, make_scaler
@@ -154,8 +153,10 @@ def setup_method(self: Trainer):
 def setup_optimizer(self: Trainer):
     "SGD or AdamW over the backbone and head groups (per block with `layer_decay`), and mixed precision with its scaler."
     cfg, dev = self.cfg, self.device
-    groups = (param_groups(self.model, cfg.lr, cfg.head_lr_mult, cfg.weight_decay) if cfg.layer_decay == 1 else
-              layer_decay_groups(self.model, cfg.lr, cfg.head_lr_mult, cfg.weight_decay, cfg.layer_decay))
+    groups = param_groups(self.model, cfg.lr, cfg.head_lr_mult, cfg.weight_decay)
+    if cfg.layer_decay != 1:  # a ViT encoder (resolve_config checks): a group per block
+        from imas_lab.vit import layer_decay_groups  # here: it imports timm, which only ViT runs need
+        groups = layer_decay_groups(self.model, cfg.lr, cfg.head_lr_mult, cfg.weight_decay, cfg.layer_decay)
     self.optimizer = make_optimizer(groups, cfg.momentum, cfg.weight_decay, dev, cfg.optimizer)
     self.amp_dtype = amp_dtype(cfg.amp, dev)
     self.scaler = make_scaler(self.amp_dtype, dev)

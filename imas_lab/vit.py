@@ -198,7 +198,7 @@ def load_dinov2(model: nn.Module, path: str | os.PathLike) -> BackboneLoad:
     model = _unwrap(model)
     vit, name = model.backbone, model.backbone_name
     sd, ignored = to_timm_keys(_read_vit_checkpoint(path))
-    sd, own = _fit_pos_embed(sd, vit), vit.state_dict()
+    sd = _fit_pos_embed(sd, vit)
     return load_into(vit, sd, path, name, ignored, _width_hint(sd, name))
 
 def dinov2_checkpoint(backbone: str) -> Path:

@@ -12,7 +12,7 @@ from .core import IGNORE_INDEX, voc_palette
 from .data import CITYSCAPES_LUT
 
 # %% auto #0
-__all__ = ['palette_png', 'voc_tree', 'cityscapes_tree', 'folder_tree']
+__all__ = ['CAMVID_PREFIX', 'palette_png', 'voc_tree', 'cityscapes_tree', 'camvid_tree', 'folder_tree']
 
 # %% ../nbs/02c_testing.ipynb #0f366015
 def palette_png(mask: np.ndarray, path: Path):
@@ -55,6 +55,23 @@ def cityscapes_tree(root: Path, train=(("aachen", "aachen_000000_000019"), ("bon
             raw = raw_ids[rng.integers(0, len(raw_ids), size)].astype(np.uint8)
             out, suffix = (CITYSCAPES_LUT[raw], "labelTrainIds") if train_ids else (raw, "labelIds")
             Image.fromarray(out).save(root / "gtFine" / part / city / f"{sid}_gtFine_{suffix}.png")
+    return root
+
+# %% ../nbs/02c_testing.ipynb #a980468d
+CAMVID_PREFIX = "/SegNet/CamVid"  # how SegNet's lists begin each path
+
+def camvid_tree(root: Path, train=("0001TP_a", "0001TP_b", "0001TP_c"), val=("Seq05VD_v1", "Seq05VD_v2"),
+                size=(12, 16), void: int = 11, seed: int = 0) -> Path:
+    "Write a tiny CamVid folder (SegNet's layout and lists, for tests); `void` is the unlabelled mask value."
+    rng, root = np.random.default_rng(seed), Path(root)
+    for part, names in (("train", train), ("val", val)):
+        (root / part).mkdir(parents=True, exist_ok=True); (root / f"{part}annot").mkdir(exist_ok=True)
+        for n in names:
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(root / part / f"{n}.png")
+            mask = rng.integers(0, void, size).astype(np.uint8); mask[0, :2] = void
+            Image.fromarray(mask).save(root / f"{part}annot" / f"{n}.png")
+        lines = [f"{CAMVID_PREFIX}/{part}/{n}.png {CAMVID_PREFIX}/{part}annot/{n}.png" for n in names]
+        (root / f"{part}.txt").write_text("\n".join(lines) + "\n")
     return root
 
 # %% ../nbs/02c_testing.ipynb #22ea7253

@@ -25,8 +25,9 @@ __all__ = ['PRESETS', 'Config', 'load_yaml', 'resolve_config', 'default_run_name
 class Config:
     "Every setting of a training run (defaults: the embedded CPU-sized `toy` preset)."
     # data
-    dataset: str = "toy"            # toy | voc | cityscapes | folder
+    dataset: str = "toy"            # toy | voc | cityscapes | camvid | folder
     data_root: str | None = None    # default: data/<dataset folder>
+    eval_part: str = "val"          # the part evaluated on: "val" (CamVid: "val" or "test")
     split: str = "1/8"              # "1/16", "662" or "full"
     splits_dir: str | None = None   # a folder of published split files (UniMatch's splits/pascal, ...); None: sample
     split_family: str = SPLIT_FAMILIES[0]  # whose split files: imas | u2pl | unimatch (see imas_lab.splits)
@@ -117,6 +118,12 @@ PRESETS = {
                        lr=0.01, head_lr_mult=1.0, weight_decay=5e-4, eval_mode="sliding", eval_window=769,
                        eval_every=None, num_workers=4),
 }
+
+# %% ../nbs/07_config.ipynb #3d2b129e
+PRESETS["camvid"] = dict(backbone="timm/efficientnet_lite0", pretrained="imagenet", output_stride=16, inner_channels=96,
+                         low_channels=32, crop_size=160, base_size=480, scale_range=(0.5, 1.0), batch_size=4,
+                         lr=0.01, head_lr_mult=1.0, weight_decay=1e-4, max_iters=2000, eval_every=500,
+                         ignore_background=False, channels_last=True, cache_images=True, num_workers=0)
 
 # %% ../nbs/07_config.ipynb #866cc7e6
 def _check_keys(d: dict, where: str):

@@ -15,9 +15,9 @@ import ipywidgets as W
 from IPython.display import display, clear_output
 from fastcore.basics import patch
 
-from .core import voc_palette, resolve_path, path_rule
+from .core import resolve_path, path_rule
 from .config import config_from_dict
-from .data import SegData, build_dataset, read_image, read_mask, normalize
+from .data import SegData, build_dataset, read_image, read_mask, normalize, dataset_colours
 from .splits import read_ids
 from .rundir import RunDir
 from .predict import load_model
@@ -29,13 +29,13 @@ from .train import train
 __all__ = ['colourize', 'class_legend', 'RunData', 'demo_run', 'Dashboard', 'HardnessDashboard']
 
 # %% ../nbs/15_dashboards.ipynb #67c94fc4
-def colourize(labels) -> np.ndarray:
-    "An `[H, W, 3]` uint8 image of the class indices `labels` in the VOC palette (ignored pixels: its ignore colour)."
-    return voc_palette()[np.asarray(labels, dtype=np.int64)]
+def colourize(labels, dataset: str = "voc") -> np.ndarray:
+    "An `[H, W, 3]` uint8 image of the class indices `labels` in `dataset`'s colours (ignored pixels: the ignore colour)."
+    return dataset_colours(dataset)[0][np.asarray(labels, dtype=np.int64)]
 
-def class_legend(fig, class_names):
-    "A legend below `fig` naming each class beside its palette colour."
-    pal = voc_palette(len(class_names)) / 255
+def class_legend(fig, class_names, dataset: str = "voc"):
+    "A legend below `fig` naming each class beside its colour in `dataset`'s palette."
+    pal = dataset_colours(dataset)[0][:len(class_names)] / 255
     fig.legend(handles=[Patch(facecolor=pal[i], edgecolor="k", label=n) for i, n in enumerate(class_names)],
                loc="lower center", ncol=min(len(class_names), 7), frameon=False, fontsize=8)
 
@@ -173,8 +173,8 @@ def plot_instance(self: HardnessDashboard, id: str):
     label_t, conf_t = pseudo_labels(rd.logits([id], "teacher"))
     label_s = rd.logits([id], "student").argmax(1)
     fig, axes = plt.subplots(1, 5, figsize=(13, 3), gridspec_kw=dict(width_ratios=[1, 1, 1, 1, 2]))
-    panels = [(rd.image(id), "image"), (colourize(label_t[0]), "teacher pseudo-label"),
-              (colourize(label_s[0]), "student prediction"),
+    panels = [(rd.image(id), "image"), (colourize(label_t[0], rd.data.kind), "teacher pseudo-label"),
+              (colourize(label_s[0], rd.data.kind), "student prediction"),
               ((conf_t[0] >= tau).numpy(), f"confident >= {tau} (white)")]
     for ax, (im, title) in zip(axes, panels):
         ax.imshow(im, cmap="gray", vmin=0, vmax=1)
@@ -184,7 +184,7 @@ def plot_instance(self: HardnessDashboard, id: str):
     for col in ("gamma", "rho_s", "rho_t"): axes[4].plot(traj["iter"], traj[col], "-o", ms=3, label=col)
     axes[4].set(xlabel="iteration", ylim=(0, 1), title=f"{id}: over training")
     axes[4].legend(fontsize=7)
-    class_legend(fig, rd.data.class_names)
+    class_legend(fig, rd.data.class_names, rd.data.kind)
     fig.tight_layout(rect=(0, .1, 1, 1))
     return fig
 

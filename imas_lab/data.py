@@ -12,15 +12,16 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from .core import IGNORE_INDEX, BACKGROUND, IMAGENET_MEAN, IMAGENET_STD, resolve_path, path_rule
+from .core import IGNORE_INDEX, BACKGROUND, IMAGENET_MEAN, IMAGENET_STD, resolve_path, path_rule, voc_palette
 from .toydata import TOY_CLASSES, ensure_toy_dataset, make_toy_dataset
 
 # %% auto #0
 __all__ = ['VOC_CLASSES', 'CITYSCAPES_CLASSES', 'CITYSCAPES_NUM_IDS', 'CITYSCAPES_TRAIN_IDS', 'CITYSCAPES_LUT', 'CAMVID_CLASSES',
-           'CAMVID_VOID', 'CAMVID_PALETTE', 'CAMVID_LUT', 'LABEL_MAPS', 'VOC_LAYOUT', 'CITYSCAPES_LAYOUT',
-           'CAMVID_LAYOUT', 'IMAGE_EXTS', 'FOLDER_LAYOUT', 'DATASETS', 'DEFAULT_ROOTS', 'CHECK_CACHE', 'Record',
-           'read_image', 'read_mask', 'normalize', 'denormalize', 'DatasetError', 'SegData', 'voc_dataset',
-           'cityscapes_dataset', 'camvid_dataset', 'folder_dataset', 'build_dataset', 'check_dataset']
+           'CAMVID_VOID', 'CAMVID_PALETTE', 'CAMVID_LUT', 'LABEL_MAPS', 'DATASET_PALETTES', 'NO_BACKGROUND',
+           'VOC_LAYOUT', 'CITYSCAPES_LAYOUT', 'CAMVID_LAYOUT', 'IMAGE_EXTS', 'FOLDER_LAYOUT', 'DATASETS',
+           'DEFAULT_ROOTS', 'CHECK_CACHE', 'Record', 'dataset_colours', 'read_image', 'read_mask', 'normalize',
+           'denormalize', 'DatasetError', 'SegData', 'voc_dataset', 'cityscapes_dataset', 'camvid_dataset',
+           'folder_dataset', 'build_dataset', 'check_dataset']
 
 # %% ../nbs/02_data.ipynb #08c8df0d
 class Record(NamedTuple):
@@ -65,6 +66,17 @@ CAMVID_LUT = _camvid_lut()  # uint8 [256]: class index as is, void -> IGNORE_IND
 # %% ../nbs/02_data.ipynb #db2fb8d5
 LABEL_MAPS = {"cityscapes": (CITYSCAPES_LUT, CITYSCAPES_NUM_IDS),  # remap name -> (lookup table, raw values 0..n-1)
               "camvid": (CAMVID_LUT, CAMVID_VOID + 1)}
+
+# %% ../nbs/02_data.ipynb #0eb05578
+DATASET_PALETTES = {"camvid": CAMVID_PALETTE}     # dataset -> its classes' colours (the others: the VOC colour map)
+NO_BACKGROUND = ("cityscapes", "camvid")           # datasets whose class 0 is a class like any other
+
+def dataset_colours(dataset: str) -> tuple[np.ndarray, int | None]:
+    "`[256, 3]` uint8 colours for `dataset`'s label maps, and the class overlays leave uncoloured (None: none)."
+    pal = voc_palette()
+    own = DATASET_PALETTES.get(dataset)
+    if own is not None: pal[:len(own)] = own
+    return pal, None if dataset in NO_BACKGROUND else BACKGROUND
 
 # %% ../nbs/02_data.ipynb #fd133b66
 def read_image(path: str | Path) -> torch.Tensor:
@@ -116,7 +128,6 @@ class SegData:
     val: list[Record]
     background: int | None = BACKGROUND
     eval_part: str = "val"             # the part of the dataset `val` holds (CamVid: "val" or "test")
-    palette: np.ndarray | None = None  # [num_classes, 3] uint8 colours for overlays; None: the VOC palette
 
     @property
     def num_classes(self) -> int: return len(self.class_names)
@@ -218,7 +229,7 @@ def camvid_dataset(root: str | Path = "data/CamVid", eval_part: str = "val", nam
         if not recs: raise DatasetError(f"CamVid: no images in '{root / part}' (nor listed in {part}.txt)")
         return recs
     return SegData(name, "camvid", root, CAMVID_CLASSES, records("train"), records(eval_part), background=None,
-                   eval_part=eval_part, palette=CAMVID_PALETTE)
+                   eval_part=eval_part)
 
 # %% ../nbs/02_data.ipynb #5c178f2b
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

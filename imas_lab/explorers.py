@@ -67,13 +67,13 @@ def _plot(self: AugmentExplorer, v: dict, gamma: float):
     panels = [(v["weak"], f"weak: {v['id']}"), (v["strong"], f"strong: {v['ops']}"),
               (v["mixed"], f"adaptive mix, gamma {gamma:.2f}"),
               (v["cutmix"], f"CutMix from {v['partner']} (gamma {v['partner_gamma']:.2f})"),
-              (colourize(v["cutmix_mask"]), "CutMix labels")]
+              (colourize(v["cutmix_mask"], self.data.kind), "CutMix labels")]
     for ax, (im, title) in zip(axes, panels):
         ax.imshow(im.permute(1, 2, 0).clamp(0, 1).numpy() if torch.is_tensor(im) else im)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     for ax in axes[3:]: ax.add_patch(Rectangle((x0 - .5, y0 - .5), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=1.5))
-    class_legend(fig, self.data.class_names)
+    class_legend(fig, self.data.class_names, self.data.kind)
     fig.tight_layout(rect=(0, .1, 1, 1))
     return fig
 
@@ -136,9 +136,9 @@ def stats(self: PseudoLabelViewer, tau: float, i: int | None = None) -> dict:
 def _plot(self: PseudoLabelViewer, i: int, tau: float):
     id = self.sample[i]
     panels = [(self.rd.image(id), f"image {id}"),
-              (None if self.gt[i] is None else colourize(self.gt[i]), "ground truth"),
-              (colourize(self.labels[i]), "pseudo-label"),
-              (colourize(np.where((self.conf[i] >= tau).numpy(), self.labels[i].numpy(), IGNORE_INDEX)),
+              (None if self.gt[i] is None else colourize(self.gt[i], self.rd.data.kind), "ground truth"),
+              (colourize(self.labels[i], self.rd.data.kind), "pseudo-label"),
+              (colourize(np.where((self.conf[i] >= tau).numpy(), self.labels[i].numpy(), IGNORE_INDEX), self.rd.data.kind),
                f"kept at tau {tau:.2f}")]
     fig, axes = plt.subplots(1, 4, figsize=(10, 3))
     for ax, (im, title) in zip(axes, panels):
@@ -146,7 +146,7 @@ def _plot(self: PseudoLabelViewer, i: int, tau: float):
         else: ax.imshow(im)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    class_legend(fig, self.rd.data.class_names)
+    class_legend(fig, self.rd.data.class_names, self.rd.data.kind)
     fig.tight_layout(rect=(0, .1, 1, 1))
     return fig
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import get_device, voc_palette, resolve_path, path_rule
+from .core import get_device, resolve_path, path_rule, BACKGROUND
 from .config import config_from_dict
-from .data import IMAGE_EXTS, normalize, read_image
+from .data import IMAGE_EXTS, normalize, read_image, dataset_colours
 from .evaluate import predict_logits
 from .trainer import model_from_config
 
@@ -55,12 +55,13 @@ def predict(model, images, device=None, mode: str = "whole", window: int | None 
     return out[0] if single else out
 
 # %% ../nbs/13_predict.ipynb #35a327f7
-def overlay(image, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    "An HxWx3 uint8 image: `image` blended with the palette colours of `labels` (background left as is)."
+def overlay(image, labels: np.ndarray, alpha: float = 0.5, palette: np.ndarray | None = None,
+            background: int | None = BACKGROUND) -> np.ndarray:
+    "An HxWx3 uint8 image: `image` blended with the `palette` colours of `labels` (`background` left as is)."
     img = _as_uint8_chw(image).permute(1, 2, 0).numpy().astype(np.float32)
     if labels.shape != img.shape[:2]: raise ValueError(f"labels {labels.shape} must match the image size {img.shape[:2]}")
-    colour = voc_palette()[labels].astype(np.float32)
-    a = np.where(labels[..., None] > 0, alpha, 0.0)
+    colour = (dataset_colours("voc")[0] if palette is None else palette)[labels].astype(np.float32)
+    a = np.where(labels[..., None] != background, alpha, 0.0) if background is not None else np.full_like(colour[..., :1], alpha)
     return (img * (1 - a) + colour * a).round().astype(np.uint8)
 
 # %% ../nbs/13_predict.ipynb #0852b19f
@@ -70,12 +71,13 @@ def predict_folder(checkpoint, images_dir, out_dir, device="auto", with_overlay:
     cfg = meta["config"]
     paths = sorted(p for p in resolve_path(images_dir).iterdir() if p.suffix.lower() in IMAGE_EXTS)
     if not paths: raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTS)}) in {images_dir}")
-    out = resolve_path(out_dir); out.mkdir(parents=True, exist_ok=True); pal = voc_palette().flatten().tolist()
+    out = resolve_path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    palette, background = dataset_colours(cfg.dataset)
     written = []
     for p in paths:
         labels = predict(model, p, mode=cfg.eval_mode, window=cfg.eval_window or cfg.crop_size)
-        png = Image.fromarray(labels.astype(np.uint8), mode="P"); png.putpalette(pal); png.save(out / f"{p.stem}.png")
-        if with_overlay: Image.fromarray(overlay(p, labels)).save(out / f"{p.stem}_overlay.jpg")
+        png = Image.fromarray(labels.astype(np.uint8), mode="P"); png.putpalette(palette.flatten().tolist()); png.save(out / f"{p.stem}.png")
+        if with_overlay: Image.fromarray(overlay(p, labels, palette=palette, background=background)).save(out / f"{p.stem}_overlay.jpg")
         written.append(out / f"{p.stem}.png")
     return written
 

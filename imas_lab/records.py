@@ -50,7 +50,7 @@ def run_card(cfg: Config, split, world_size: int, device: torch.device) -> dict:
     return dict(imas_lab=imas_lab.__version__, torch=torch.__version__, torchvision=torchvision.__version__,
                 cuda=torch.version.cuda if device.type == "cuda" else None, python=platform.python_version(),
                 device=device_name(device), git_commit=git_commit(), started=time.strftime("%Y-%m-%d %H:%M:%S %z"),
-                dataset=cfg.dataset, split=cfg.split, split_source=split.source,
+                dataset=cfg.dataset, eval_part=cfg.eval_part, split=cfg.split, split_source=split.source,
                 split_family=cfg.split_family if cfg.splits_dir else None, split_hash=split_hash(split.labeled),
                 n_labeled=len(split.labeled), n_unlabeled=len(split.unlabeled), eval_protocol=eval_protocol(cfg),
                 world_size=world_size, global_batch=cfg.batch_size * world_size * cfg.accumulate, method=cfg.method,

@@ -38,6 +38,7 @@ def model_from_config(cfg: Config, num_classes: int, pretrained: str | None = No
 def pretrained_path(cfg: Config, device="cpu") -> str | None:
     "`cfg.pretrained` as a checkpoint path: the pretext encoder (trained on first use) for `'toy'`, None for none."
     if cfg.pretrained == TOY_ENCODER: return str(toy_encoder(cfg, device=device, num_workers=cfg.num_workers))
+    if cfg.pretrained == "imagenet": return cfg.pretrained  # the encoder's own ImageNet file (imas_lab.encoders)
     if isinstance(cfg.pretrained, str): return str(resolve_path(cfg.pretrained))  # a checkpoint's path
     return cfg.pretrained or None  # True: the backbone's default weights; False / None: none
 
@@ -57,7 +58,7 @@ class Trainer:
 def setup(self: Trainer, data: SegData | None = None):
     "Data, method, model, optimizer and logs, the checkpoint to resume from; then the run dir's config and split."
     cfg = self.cfg
-    self.data = data if data is not None else build_dataset(cfg.dataset, cfg.data_root)
+    self.data = data if data is not None else build_dataset(cfg.dataset, cfg.data_root, cfg.eval_part)
     self.resume = self.run.check(resume=cfg.resume)
     self.setup_method()
     self.setup_data()

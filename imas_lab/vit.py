@@ -14,8 +14,9 @@ import timm
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
-from .model import (BackboneLoad, load_into, param_groups, with_perturbed, split_perturbed, _read_checkpoint,
-                            _unwrap)
+from .encoders import (Encoder, BackboneLoad, register_encoder, refuse_settings, read_checkpoint, unwrap_model,
+                               load_into)
+from .model import param_groups, with_perturbed, split_perturbed
 
 # %% auto #0
 __all__ = ['PATCH', 'DINOV2', 'VIT_BACKBONES', 'DINOV2_TINY', 'DPT_SCALES', 'UNIMATCH_V2', 'UNIMATCH_V2_RECIPES', 'ViTSpec',
@@ -161,12 +162,6 @@ class DINOv2DPT(nn.Module):
         return load_dinov2(self, pretrained)
 
 # %% ../nbs/06a_vit.ipynb #59ad1bda
-def _read_vit_checkpoint(path) -> dict[str, torch.Tensor]:
-    if Path(path).suffix != ".safetensors": return _read_checkpoint(path)
-    if not Path(path).is_file(): raise FileNotFoundError(f"checkpoint file {str(path)!r} does not exist")
-    from safetensors.torch import load_file
-    return load_file(str(path))
-
 def to_timm_keys(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     "An official DINOv2 state dict in timm's names (timm's passes through), and its ignored keys (mask token, head)."
     if "register_tokens" in sd:
@@ -195,9 +190,9 @@ def _width_hint(sd: dict, name: str) -> str:
 # %% ../nbs/06a_vit.ipynb #857df953
 def load_dinov2(model: nn.Module, path: str | os.PathLike) -> BackboneLoad:
     "Load the local DINOv2 checkpoint at `path` (timm's or the official format) into `model.backbone`."
-    model = _unwrap(model)
+    model = unwrap_model(model)
     vit, name = model.backbone, model.backbone_name
-    sd, ignored = to_timm_keys(_read_vit_checkpoint(path))
+    sd, ignored = to_timm_keys(read_checkpoint(path))
     sd = _fit_pos_embed(sd, vit)
     return load_into(vit, sd, path, name, ignored, _width_hint(sd, name))
 
@@ -207,6 +202,15 @@ def dinov2_checkpoint(backbone: str) -> Path:
     if path.is_file(): return path
     raise FileNotFoundError(f"no DINOv2 weights for {backbone!r} at {path}; imas_lab never downloads: copy the "
                             f"official {path.name} (or timm's weights) there, or pass pretrained='/path/to/file'")
+
+# %% ../nbs/06a_vit.ipynb #e9cf4a19
+def _dinov2(num_classes: int, backbone: str, multi_grid=False, deep_stem=False, aux=False, pretrained=None,
+            vit_overrides: dict | None = None, **_) -> DINOv2DPT:
+    refuse_settings(backbone, multi_grid=multi_grid, deep_stem=deep_stem, aux=aux)
+    return DINOv2DPT(num_classes, backbone, pretrained=pretrained, **(vit_overrides or {}))
+
+for _name in DINOV2:
+    register_encoder(Encoder(_name, _dinov2, load_dinov2, lambda model: dinov2_checkpoint(model.backbone_name)))
 
 # %% ../nbs/06a_vit.ipynb #65c8637b
 UNIMATCH_V2 = dict(optimizer="adamw", betas=(0.9, 0.999), lr=5e-6, head_lr_mult=40.0, weight_decay=0.01,
@@ -229,7 +233,7 @@ def layer_decay_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0, 
                        layer_decay: float = 1.0) -> list[dict]:
     "`param_groups` with layer-wise lr decay: encoder layer `l` at `lr * layer_decay ** (depth + 1 - l)`."
     if layer_decay == 1.0: return param_groups(model, lr, head_lr_mult, weight_decay)
-    vit = _unwrap(model).backbone
+    vit = unwrap_model(model).backbone
     depth = len(vit.blocks)
     layer = {id(p): vit_layer_id(n, depth) for n, p in vit.named_parameters()}
     params = list(model.parameters())

@@ -56,10 +56,10 @@ class Config:
     ohem_thresh: float = 0.7
     ohem_min_kept: int = 100_000
     aux_weight: float = 0.4
-    bn_stats: str = "joint"         # the student's BatchNorm running statistics: "joint" (METHOD.md step 6, one
+    bn_stats: str = "joint"         # the student's BatchNorm running statistics: "joint" (00_method step 6, one
                                     # batch of labeled images and unlabeled views) or "labeled" (labeled images only)
     ema_decay: float = 0.996
-    ema_warmup: str | None = None   # None: METHOD.md's min(1 - 1/(it+1), ema_decay); "epoch": the release's copy
+    ema_warmup: str | None = None   # None: 00_method's min(1 - 1/(it+1), ema_decay); "epoch": the release's copy
                                     # for the first epoch, then ema_decay
     # optimisation
     epochs: int | None = None       # passes over the unlabeled set; max_iters wins when both are set (a user's
@@ -71,7 +71,7 @@ class Config:
     head_lr_mult: float = 1.0
     weight_decay: float = 1e-4
     momentum: float = 0.9
-    optimizer: str = "sgd"           # sgd (METHOD.md) | adamw (UniMatch V2's, for the DINOv2 encoders)
+    optimizer: str = "sgd"           # sgd (00_method step 9) | adamw (UniMatch V2's, for the DINOv2 encoders)
     layer_decay: float = 1.0        # < 1: layer-wise lr decay over a ViT encoder's blocks (imas_lab.vit)
     poly_power: float = 0.9
     # execution

@@ -71,7 +71,7 @@ def hardness_from_labels(a: torch.Tensor, conf_s: torch.Tensor, b: torch.Tensor,
 
 def hardness_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
                    ignore_background: bool = True) -> HardnessParts:
-    "Hardness gamma `[B]` of each instance with its parts, from student and teacher logits `[B,C,H,W]` (METHOD.md 2)."
+    "Hardness gamma `[B]` of each instance with its parts, from student and teacher logits `[B,C,H,W]` (00_method 2)."
     if student_logits.dim() != 4 or student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student_logits {tuple(student_logits.shape)} and teacher_logits {tuple(teacher_logits.shape)} "
                          "must both be [B,C,H,W] of one shape")

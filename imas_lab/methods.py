@@ -96,7 +96,7 @@ class Supervised(Method):
 
 # %% ../nbs/10c_methods.ipynb #5980846a
 class WeakToStrong(Method):
-    "Pseudo-labels on the weak view, a loss on the strong and CutMix views (METHOD.md); subclasses build the `views`."
+    "Pseudo-labels on the weak view, a loss on the strong and CutMix views (00_method); subclasses build the `views`."
     def views(self, nets: Nets, img_u_w01, pad_u, generator) -> Views:
         "Steps 1-5: the strong and CutMix views and their targets."
         raise NotImplementedError(f"{type(self).__name__}.views")
@@ -119,7 +119,7 @@ class WeakToStrong(Method):
 # %% ../nbs/10c_methods.ipynb #9a8a9eb0
 @register
 class FixMatch(WeakToStrong):
-    "FixMatch with CutMix (METHOD.md's baseline): the teacher's pseudo-labels, a strong view, a plain CutMix view."
+    "FixMatch with CutMix (00_method's baseline): the teacher's pseudo-labels, a strong view, a plain CutMix view."
     name, default_lambda_u, settings = "fixmatch", 1.0, ("cutmix_p",)
     cutmix_p = 0.5
 
@@ -129,7 +129,7 @@ class FixMatch(WeakToStrong):
 
 @register
 class IMAS(WeakToStrong):
-    "iMAS (METHOD.md): hardness-adaptive strong view and CutMix, the loss weighted by each instance's easiness."
+    "iMAS (00_method): hardness-adaptive strong view and CutMix, the loss weighted by each instance's easiness."
     name, default_lambda_u, logs_hardness, settings = "imas", 3.0, True, ("ignore_background",)
     ignore_background = True
 

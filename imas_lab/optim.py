@@ -12,7 +12,7 @@ __all__ = ['OPTIMIZERS', 'make_optimizer', 'poly_factor', 'set_poly_lr', 'ema_de
            'make_scaler']
 
 # %% ../nbs/09_optim.ipynb #78d44bcb
-OPTIMIZERS = ("sgd", "adamw")  # METHOD.md's SGD; AdamW for the DINOv2 encoders, as UniMatch V2 trains them
+OPTIMIZERS = ("sgd", "adamw")  # 00_method step 9's SGD; AdamW for the DINOv2 encoders, as UniMatch V2 trains them
 
 def make_optimizer(groups: list[dict], momentum: float = 0.9, weight_decay: float = 1e-4, device=None,
                    kind: str = "sgd") -> torch.optim.Optimizer:

@@ -1,7 +1,9 @@
 "Checks on the installed package and the project's own metadata, outside any notebook."
 from configparser import ConfigParser
 from pathlib import Path
+import importlib
 import json
+import re
 
 import imas_lab
 
@@ -42,3 +44,51 @@ def test_every_module_comes_from_a_notebook():
         head = py.read_text().split('\n')[:4]
         src = next(l for l in head if 'File to edit:' in l).split('File to edit: ')[1].rstrip('.').strip()
         assert (py.parent / src).resolve().exists(), f'{py.name} names {src}, which does not exist'
+
+
+# The spec outside the repository, which a clone does not have (split so that a grep for them finds only real citations).
+DEAD_CITATIONS = ('../' 'shared', 'METHOD' '.md')
+
+
+def user_docs():
+    "The package's modules and every document a user reads."
+    yield from (ROOT / 'imas_lab').glob('*.py')
+    yield from (ROOT / p for p in ('README.md', 'data/README.md', 'bench/README.md'))
+    yield from (ROOT / 'nbs').glob('*.ipynb')
+
+
+def test_no_citation_outside_the_repository():
+    "The method is cited as nbs/00_method.ipynb, never as a file outside the repository."
+    found = [f'{p.relative_to(ROOT)}: {s}' for p in user_docs() for s in DEAD_CITATIONS if s in p.read_text()]
+    assert not found, found
+
+
+def method_table_names() -> list[str]:
+    "The backticked `module.name` references of 00_method's tables whose module is one of imas_lab's."
+    nb = json.loads((ROOT / 'nbs' / '00_method.ipynb').read_text())
+    modules = {p.stem for p in (ROOT / 'imas_lab').glob('*.py') if not p.stem.startswith('_')}
+    rows = [l for c in nb['cells'] if c['cell_type'] == 'markdown' for l in ''.join(c['source']).splitlines()
+            if l.startswith('|')]
+    refs = re.findall(r'`([a-z_]+)\.([A-Za-z_][\w.]*)`', '\n'.join(rows))
+    return [f'{m}.{name}' for m, name in refs if m in modules]
+
+
+def test_method_notebook_names_real_functions():
+    "Every function 00_method's per-step table names exists in the package."
+    names = method_table_names()
+    assert len(names) >= 20, names
+    missing = []
+    for name in names:
+        obj = importlib.import_module(f'imas_lab.{name.split(".")[0]}')
+        for attr in name.split('.')[1:]: obj = getattr(obj, attr, None)
+        if obj is None: missing.append(name)
+    assert not missing, f'00_method names {missing}, which imas_lab lacks'
+
+
+def test_method_notebook_names_what_training_calls():
+    "The hardness and augmentation functions iMAS's views call are the ones 00_method names."
+    from imas_lab import augment, hardness, step
+    called = {f'{m.__name__.split(".")[-1]}.{n}' for m in (hardness, augment) for n in step.imas_views.__code__.co_names
+              if callable(getattr(m, n, None)) and getattr(m, n).__module__ == m.__name__}
+    assert {'hardness.hardness_from_labels', 'augment.adaptive_mix'} <= called, called
+    assert called <= set(method_table_names()), called - set(method_table_names())

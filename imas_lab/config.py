@@ -46,11 +46,12 @@ class Config:
     inner_channels: int = 256       # ASPP and decoder width
     low_channels: int = 48          # width of the projected low-level features
     unet_widths: tuple = UNET_WIDTHS  # channels per level of backbone="unet"
+    lock_backbone: bool = False     # freeze the encoder (UniMatch V2's Table 7 ablation): imas_lab.model.lock_backbone
     # method
-    method: str = DEFAULT_METHOD    # a registered method (imas_lab.methods): supervised | fixmatch | imas | unimatch
+    method: str = DEFAULT_METHOD    # imas_lab.methods: supervised | fixmatch | imas | unimatch | unimatch_v2
     tau: float = 0.95               # confidence threshold of pseudo-labels and hardness
     lambda_u: float | None = None   # unlabeled loss weight; None: the method's default (imas 3.0 as published)
-    cutmix_p: float = 0.5           # CutMix probability of fixmatch and unimatch (imas uses the mean easiness)
+    cutmix_p: float = 0.5           # CutMix probability of fixmatch, unimatch(_v2) (imas: the mean easiness)
     ignore_background: bool = True  # hardness leaves class 0 out of the weighted IoU
     sup_loss: str = "ce"            # ce | ohem
     ohem_thresh: float = 0.7

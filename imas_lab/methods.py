@@ -4,6 +4,7 @@
 
 # %% ../nbs/10c_methods.ipynb #8b0b1d29
 from __future__ import annotations
+from contextlib import nullcontext
 from typing import Callable, NamedTuple
 import torch
 from torch import nn
@@ -13,13 +14,13 @@ from .hardness import pseudo_labels
 from .augment import strong_augment, _draw, _box_mask, _paste
 from .losses import supervised_loss
 from .data import normalize
-from .step import (PROFILE_SCOPES, BN_STATS, View, Views, fixmatch_views, imas_views, forward_split, forward_views,
-                           keep_bn_stats, unlabeled_loss, student_views)
+from .step import (PROFILE_SCOPES, BN_STATS, View, Views, predict_eval, fixmatch_views, imas_views, forward_split,
+                           forward_views, keep_bn_stats, unlabeled_loss, student_views)
 
 # %% auto #0
-__all__ = ['REGISTRY', 'DEFAULT_METHOD', 'UNIMATCH_WEIGHTS', 'UNIMATCH_BOX_AREA', 'UNIMATCH_BOX_ASPECT', 'Nets', 'Batch',
-           'Method', 'register', 'method_names', 'get_method', 'Supervised', 'WeakToStrong', 'FixMatch', 'IMAS',
-           'unimatch_boxes', 'UniMatch']
+__all__ = ['REGISTRY', 'DEFAULT_METHOD', 'UNIMATCH_WEIGHTS', 'UNIMATCH_BOX_AREA', 'UNIMATCH_BOX_ASPECT', 'UNIMATCH_V2_WEIGHTS',
+           'Nets', 'Batch', 'Method', 'register', 'method_names', 'get_method', 'Supervised', 'WeakToStrong',
+           'FixMatch', 'IMAS', 'unimatch_boxes', 'TwoStrongViews', 'UniMatch', 'UniMatchV2']
 
 # %% ../nbs/10c_methods.ipynb #dadeae20
 class Nets(NamedTuple):
@@ -152,20 +153,34 @@ def unimatch_boxes(B: int, H: int, W: int, p: float, generator=None, device="cpu
     return _box_mask(torch.stack([y0, x0, y0 + h, x0 + w], 1), H, W) & (u[:, 4] < p)[:, None, None]
 
 # %% ../nbs/10c_methods.ipynb #0f70f6cd
-@register
-class UniMatch(Method):
-    "UniMatch (Yang et al., CVPR 2023): two CutMix strong views and a feature-perturbed weak view, no EMA teacher."
-    name, default_lambda_u, report, settings = "unimatch", 1.0, "student", ("cutmix_p",)
+class TwoStrongViews(Method):
+    "UniMatch's unlabeled views: two strong views of each image, each CutMixed by its own box from a partner image."
+    default_lambda_u, settings = 1.0, ("cutmix_p",)
     cutmix_p = 0.5
+
+    def partners(self, B: int, generator, device) -> torch.Tensor:
+        "`partner[i]`, the image whose strong view image `i`'s boxes show: a shuffle of the batch."
+        return _draw(torch.randperm, B, generator=generator, device=device)
 
     def strong_views(self, img_u_w01, generator) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
         "Two normalised strong views, each CutMixed from partner `partner[i]`; and the boxes (`[B,H,W]` bool)."
         B, _, H, W = img_u_w01.shape
-        partner = _draw(torch.randperm, B, generator=generator, device=img_u_w01.device)
+        partner = self.partners(B, generator, img_u_w01.device)
         with record_function(PROFILE_SCOPES["augment"]):
             boxes = [unimatch_boxes(B, H, W, self.cutmix_p, generator, img_u_w01.device) for _ in range(2)]
             imgs = [_paste(normalize(strong_augment(img_u_w01, generator=generator)[0]), box, partner) for box in boxes]
         return imgs, partner, boxes
+
+    def strong_targets(self, imgs_s, boxes, partner, mask_u, conf_u, pad_u, weights) -> list[View]:
+        "A `View` per strong image: the weak view's targets, the partner's inside its box; the loss weights `weights`."
+        mixed = lambda box, t: _paste(t, box, partner)
+        return [View(img=img, mask_u=mixed(box, mask_u), conf_u=mixed(box, conf_u), ignore=mixed(box, pad_u),
+                     weight=torch.tensor(w, device=img.device)) for img, box, w in zip(imgs_s, boxes, weights)]
+
+@register
+class UniMatch(TwoStrongViews):
+    "UniMatch (Yang et al., CVPR 2023): two CutMix strong views and a feature-perturbed weak view, no EMA teacher."
+    name, report = "unimatch", "student"
 
     def forward(self, student, img_x, img_u_w, imgs_s) -> list[dict]:
         "The student on the labeled and weak images (the weak view also feature-perturbed), then on both strong views."
@@ -180,12 +195,42 @@ class UniMatch(Method):
         imgs_s, partner, boxes = self.strong_views(batch.img_u_w01, generator)
         out_x, out_w, *outs_s = self.forward(nets.student, batch.img_x, img_u_w, imgs_s)
         mask_u, conf_u = pseudo_labels(out_w["out"].detach())
-        mixed = lambda box, t: _paste(t, box, partner)
-        w_s1, w_s2, w_fp = (torch.tensor(w, device=img_u_w.device) for w in UNIMATCH_WEIGHTS)
-        views = [View(img=img, mask_u=mixed(box, mask_u), conf_u=mixed(box, conf_u), ignore=mixed(box, pad_u), weight=w)
-                 for img, box, w in zip(imgs_s, boxes, (w_s1, w_s2))]
+        *w_s, w_fp = UNIMATCH_WEIGHTS
+        views = self.strong_targets(imgs_s, boxes, partner, mask_u, conf_u, pad_u, w_s)
+        w_fp = torch.tensor(w_fp, device=img_u_w.device)
         views.append(View(img=img_u_w, mask_u=mask_u, conf_u=conf_u, ignore=pad_u, weight=w_fp))
         loss_x = self.sup_loss(out_x, batch.mask_x)
         loss_u = unlabeled_loss([*outs_s, {"out": out_w["out_fp"]}], views, self.tau)
         pl_ratio = ((conf_u >= self.tau) & ~pad_u).float().mean()
         return dict(loss=(loss_x + self.lambda_u * loss_u) / 2, loss_x=loss_x, loss_u=loss_u, pl_ratio=pl_ratio)
+
+# %% ../nbs/10c_methods.ipynb #5b1f0c2e
+UNIMATCH_V2_WEIGHTS = (0.5, 0.5)  # the unlabeled terms: strong view 1, strong view 2
+
+@register
+class UniMatchV2(TwoStrongViews):
+    "UniMatch V2 (Yang et al., TPAMI 2025): the EMA teacher's targets, two CutMix views under complementary dropout."
+    name, report = "unimatch_v2", "teacher"
+
+    def partners(self, B: int, generator, device) -> torch.Tensor:
+        "The batch reversed, the release's `flip(0)`: image `i` shows image `B - 1 - i` in its boxes."
+        return torch.arange(B - 1, -1, -1, device=device)
+
+    def forward(self, student, img_x, imgs_s) -> list[dict]:
+        "The student on the labeled images, then on both strong views in one batch under complementary dropout."
+        out_x = student(img_x)
+        with keep_bn_stats(student) if self.bn_stats == "labeled" else nullcontext():
+            return [out_x, *forward_split(student, imgs_s, comp_drop=True)]
+
+    def losses(self, nets: Nets, batch: Batch, generator) -> dict:
+        "`(loss_x + lambda_u * (L_s1 + L_s2) / 2) / (1 + lambda_u)`, the targets the EMA teacher's on the weak view."
+        mask_u, conf_u = pseudo_labels(predict_eval(nets.teacher, normalize(batch.img_u_w01)))
+        imgs_s, partner, boxes = self.strong_views(batch.img_u_w01, generator)
+        out_x, *outs_s = self.forward(nets.student, batch.img_x, imgs_s)
+        views = self.strong_targets(imgs_s, boxes, partner, mask_u, conf_u, batch.pad_u, UNIMATCH_V2_WEIGHTS)
+        loss_s1, loss_s2 = (unlabeled_loss([o], [v], self.tau) for o, v in zip(outs_s, views))
+        loss_u = views[0].weight * loss_s1 + views[1].weight * loss_s2
+        loss_x = self.sup_loss(out_x, batch.mask_x)
+        pl_ratio = ((conf_u >= self.tau) & ~batch.pad_u).float().mean()
+        return dict(loss=(loss_x + self.lambda_u * loss_u) / (1 + self.lambda_u), loss_x=loss_x, loss_u=loss_u,
+                    pl_ratio=pl_ratio, loss_s1=loss_s1, loss_s2=loss_s2)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_model.ipynb #8d6afcd8
 from __future__ import annotations
-import os, warnings
+import os, types, warnings
 from pathlib import Path
 from typing import NamedTuple
 import torch
@@ -22,10 +22,11 @@ from .encoders import (Encoder, BackboneLoad, register_encoder, get_encoder, ref
 
 # %% auto #0
 __all__ = ['ASPP_RATES', 'MULTI_GRID', 'RESNETS', 'MOBILENETS', 'BACKBONES', 'TIMM_PREFIX', 'UNET_WIDTHS', 'FP_DROPOUT',
-           'EFFICIENTNET_PYTORCH_KEY', 'TIMM_IMAGENET', 'dilate_stage', 'apply_multi_grid', 'make_deep_stem',
-           'TimmFeatures', 'build_backbone', 'DeepLabV3Plus', 'UNet', 'with_perturbed', 'split_perturbed',
-           'load_torchvision', 'imagenet_checkpoint', 'torchvision_imagenet', 'efficientnet_pytorch_to_timm',
-           'load_timm', 'timm_imagenet', 'load_backbone', 'load_pretrained', 'build_model', 'param_groups']
+           'COMP_DROP_SCALE', 'COMP_DROP_CLEAN', 'EFFICIENTNET_PYTORCH_KEY', 'TIMM_IMAGENET', 'dilate_stage',
+           'apply_multi_grid', 'make_deep_stem', 'TimmFeatures', 'build_backbone', 'DeepLabV3Plus', 'UNet',
+           'with_perturbed', 'split_perturbed', 'complementary_masks', 'with_complementary', 'load_torchvision',
+           'imagenet_checkpoint', 'torchvision_imagenet', 'efficientnet_pytorch_to_timm', 'load_timm', 'timm_imagenet',
+           'load_backbone', 'load_pretrained', 'build_model', 'param_groups', 'lock_backbone']
 
 # %% ../nbs/06_model.ipynb #984f2b06
 ASPP_RATES = {16: (6, 12, 18), 8: (12, 24, 36)}   # output stride -> ASPP atrous rates
@@ -161,9 +162,10 @@ class DeepLabV3Plus(nn.Module):
         self.aux_head = FCNHead(ch["aux"], num_classes) if aux else None
         if pretrained not in (None, False): self.load_pretrained(pretrained)
 
-    def forward(self, x: torch.Tensor, fp: bool = False) -> dict[str, torch.Tensor]:
-        "Logits `out` (+ `aux`); with `fp` also `out_fp`, decoded from the encoder features under channel dropout."
+    def forward(self, x: torch.Tensor, fp: bool = False, comp_drop: bool = False) -> dict[str, torch.Tensor]:
+        "Logits `out` (+ `aux`); `fp`: also `out_fp`, under channel dropout; `comp_drop`: see `with_complementary`."
         feats = self.backbone(x)
+        if comp_drop: feats = with_complementary(feats)
         if fp: feats = with_perturbed(feats)
         low = self.low_proj(feats["low"])
         y = F.interpolate(self.aspp(feats["out"]), size=low.shape[-2:], mode="bilinear", align_corners=False)
@@ -194,11 +196,12 @@ class UNet(nn.Module):
         self.decoder = nn.ModuleList(_double_conv(w + wd, w) for w, wd in zip(widths[:-1], widths[1:]))
         self.classifier = nn.Conv2d(widths[0], num_classes, 1)
 
-    def forward(self, x: torch.Tensor, fp: bool = False) -> dict[str, torch.Tensor]:
-        "Logits `out`; with `fp` also `out_fp`, decoded from the encoder features under channel dropout."
+    def forward(self, x: torch.Tensor, fp: bool = False, comp_drop: bool = False) -> dict[str, torch.Tensor]:
+        "Logits `out`; `fp`: also `out_fp`, under channel dropout; `comp_drop`: see `with_complementary`."
         skips = []
         for i, level in enumerate(self.backbone):
             x = level(F.max_pool2d(x, 2, ceil_mode=True) if i else x); skips.append(x)
+        if comp_drop: skips = list(with_complementary(dict(enumerate(skips))).values()); x = skips[-1]
         if fp: skips = list(with_perturbed(dict(enumerate(skips))).values()); x = skips[-1]
         for level, skip in zip(reversed(self.decoder), reversed(skips[:-1])):
             up = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
@@ -217,6 +220,27 @@ def split_perturbed(out: dict) -> dict:
     "The outputs of a doubled batch back to `B`: the clean half as they were, the perturbed `out` as `out_fp`."
     halves = {k: v.chunk(2) for k, v in out.items()}
     return {**{k: h[0] for k, h in halves.items()}, "out_fp": halves["out"][1]}
+
+# %% ../nbs/06_model.ipynb #c0d3d7a1
+COMP_DROP_SCALE = 2.0  # complementary dropout: each view keeps half of the channels, scaled by 1 / 0.5
+COMP_DROP_CLEAN = 0.5  # the share of images (int(B * 0.5)) whose two views keep every channel, unscaled
+
+def complementary_masks(B: int, C: int, generator=None, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    "The `[B, C]` channel masks of two views: per image, each channel kept (x2) by one view, 0 in the other; some all 1."
+    src = generator.device if generator is not None else torch.device(device)
+    keep = torch.rand(B, C, generator=generator, device=src) < 1 / COMP_DROP_SCALE  # view 1 keeps it, view 2 not
+    clean = torch.randperm(B, generator=generator, device=src)[:int(B * COMP_DROP_CLEAN)]
+    m1, m2 = keep * COMP_DROP_SCALE, ~keep * COMP_DROP_SCALE
+    m1[clean] = m2[clean] = 1.0
+    return m1.to(device), m2.to(device)
+
+def with_complementary(feats: dict, generator=None) -> dict:
+    "Maps `[2B,C,h,w]` of two views of `B` images (view 1 first) under complementary dropout, one draw for all maps."
+    f0 = next(iter(feats.values())); n = f0.shape[0]
+    if n % 2: raise ValueError(f"comp_drop: a batch of {n} is not two views of the same images (view 1 first)")
+    m = torch.cat(complementary_masks(n // 2, max(f.shape[1] for f in feats.values()), generator, f0.device))
+    per_map = lambda f: m[:, :f.shape[1]].reshape(n, f.shape[1], *[1] * (f.ndim - 2)).to(f.dtype)
+    return {k: f * per_map(f) for k, f in feats.items()}
 
 # %% ../nbs/06_model.ipynb #bfcf5f47
 _CKPT_KEYS = {**{n: ("", "fc.") for n in RESNETS}, **{n: ("features.", "classifier.") for n in MOBILENETS},
@@ -361,3 +385,15 @@ def param_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0, weight
     group = lambda name, ps, glr: dict(name=name, params=ps, lr=glr, initial_lr=glr, weight_decay=weight_decay)
     return [group("backbone", [p for p in params if id(p) in in_backbone], lr),
             group("head", [p for p in params if id(p) not in in_backbone], lr * head_lr_mult)]
+
+# %% ../nbs/06_model.ipynb #9c1e2b7f
+def _eval_only(self: nn.Module, mode: bool = True) -> nn.Module:
+    return nn.Module.train(self, False)
+
+def lock_backbone(model: nn.Module) -> nn.Module:
+    "Freeze `model.backbone` (UniMatch V2's `lock_backbone`): no gradients, and eval mode whatever `model.train()` says."
+    backbone = unwrap_model(model).backbone
+    backbone.requires_grad_(False)
+    backbone.train = types.MethodType(_eval_only, backbone)  # a deep copy (the EMA teacher) binds it to the copy
+    backbone.train()
+    return model

@@ -16,11 +16,12 @@ OPTIMIZERS = ("sgd", "adamw")  # 00_method step 9's SGD; AdamW for the DINOv2 en
 
 def make_optimizer(groups: list[dict], momentum: float = 0.9, weight_decay: float = 1e-4, device=None,
                    kind: str = "sgd") -> torch.optim.Optimizer:
-    "SGD (or AdamW, betas 0.9/0.999) over parameter `groups` (each with `params` and `initial_lr`); fused on CUDA."
+    "SGD (or AdamW, betas 0.9/0.999) over the trainable parameters of `groups` (with `initial_lr`); fused on CUDA."
     if kind not in OPTIMIZERS: raise ValueError(f"optimizer={kind!r} is not one of {OPTIMIZERS}")
     for i, g in enumerate(groups):
         if "initial_lr" not in g: raise ValueError(f"parameter group {i} has no 'initial_lr'")
         g.setdefault("lr", g["initial_lr"])
+        g["params"] = [p for p in g["params"] if p.requires_grad]
     fused = device is not None and torch.device(device).type == "cuda"
     speed = dict(fused=fused or None, foreach=None if fused else True)
     if kind == "adamw": return torch.optim.AdamW(groups, weight_decay=weight_decay, **speed)

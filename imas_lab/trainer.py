@@ -129,6 +129,7 @@ def setup_model(self: Trainer):
     pretrained = pretrained_path(cfg, dev)  # before seeding: a first run that trains the encoder starts alike
     seed_everything(cfg.seed)
     model = model_from_config(cfg, self.data.num_classes, pretrained).to(dev)
+    if cfg.lock_backbone: models.lock_backbone(model)
     self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
     if self.channels_last: model = model.to(memory_format=torch.channels_last)
     self.teacher = make_teacher(model)

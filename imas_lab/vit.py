@@ -16,7 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from .encoders import (Encoder, BackboneLoad, register_encoder, refuse_settings, read_checkpoint, unwrap_model,
                                load_into)
-from .model import param_groups, with_perturbed, split_perturbed
+from .model import param_groups, with_perturbed, split_perturbed, with_complementary
 
 # %% auto #0
 __all__ = ['PATCH', 'DINOV2', 'VIT_BACKBONES', 'DINOV2_TINY', 'DPT_SCALES', 'UNIMATCH_V2', 'UNIMATCH_V2_RECIPES', 'ViTSpec',
@@ -145,11 +145,12 @@ class DINOv2DPT(nn.Module):
         else: warnings.warn(f"{backbone}: no pretrained weights, the ViT starts from random init; UniMatch V2 starts "
                             f"from DINOv2's (pass pretrained=True or the path of a local checkpoint)", stacklevel=2)
 
-    def forward(self, x: torch.Tensor, fp: bool = False) -> dict[str, torch.Tensor]:
-        "Logits `out` at the input size; with `fp` also `out_fp`, decoded from the tapped maps under channel dropout."
+    def forward(self, x: torch.Tensor, fp: bool = False, comp_drop: bool = False) -> dict[str, torch.Tensor]:
+        "Logits `out` at the input size; `fp`: also `out_fp`, under channel dropout; `comp_drop`: `with_complementary`."
         H, W = x.shape[-2:]
         x = F.pad(x, (0, -W % PATCH, 0, -H % PATCH))
         maps = vit_feature_maps(self.backbone, x, self.taps)
+        if comp_drop: maps = list(with_complementary(dict(enumerate(maps))).values())
         if fp: maps = list(with_perturbed(dict(enumerate(maps))).values())
         y = F.interpolate(self.head(maps), size=x.shape[-2:], mode="bilinear", align_corners=False)
         out = {"out": y[..., :H, :W].contiguous()}  # NCHW logits
@@ -219,7 +220,7 @@ UNIMATCH_V2_RECIPES = {  # per dataset; batch_size is per GPU, on 4 GPUs
     "voc": dict(crop_size=518, epochs=60, batch_size=4, sup_loss="ce"),
     "cityscapes": dict(crop_size=798, epochs=180, batch_size=2, sup_loss="ohem", ohem_thresh=0.7,
                        ohem_min_kept=200_000, eval_mode="sliding", eval_window=798),
-    "ade20k": dict(crop_size=518, epochs=60, batch_size=2, sup_loss="ce", lock_backbone=True),
+    "ade20k": dict(crop_size=518, epochs=60, batch_size=2, sup_loss="ce"),
     "coco": dict(crop_size=518, epochs=20, batch_size=4, sup_loss="ce"),
 }
 

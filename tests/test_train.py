@@ -54,22 +54,30 @@ def test_notebook_parameters_are_the_run_parameters():
     assert names == RUN_PARAMS, (names, RUN_PARAMS)
 
 
-def test_unimatch_from_cli_and_notebook(tmp_path, toy_root):
-    "UniMatch runs from the command line and from the notebook and reports its student (it has no teacher)."
-    p = cli(*tiny_args(toy_root, tmp_path / "cli"), "--method", "unimatch", "--split", "1/8", "--max_iters", "2",
+# UniMatch V2's targets come from the EMA teacher, a copy of the random init in the first steps: threshold 0
+@pytest.mark.parametrize("method, reported, extra", [("unimatch", "student", {}),
+                                                    ("unimatch_v2", "teacher", dict(tau=0.0, lock_backbone=True))])
+def test_unimatch_from_cli_and_notebook(tmp_path, toy_root, method, reported, extra):
+    "UniMatch (no teacher: reports its student) and UniMatch V2 (its EMA teacher; from the CLI with a locked encoder) run."
+    p = cli(*tiny_args(toy_root, tmp_path / "cli", **extra), "--method", method, "--split", "1/8", "--max_iters", "2",
             "--eval_every", "2")
     assert p.returncode == 0, p.stderr[-3000:]
     pm = pytest.importorskip("papermill")
     cfg = tmp_path / "tiny.yaml"; cfg.write_text(yaml.safe_dump(TINY))
     pm.execute_notebook(str(ROOT / "nbs" / "train.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(ROOT),
-                        kernel_name="python3", parameters=dict(data_root=str(toy_root), method="unimatch", max_iters=2,
+                        kernel_name="python3", parameters=dict(data_root=str(toy_root), method=method, max_iters=2,
                                                                eval_every=2, device="cpu", run_dir=str(tmp_path / "nb"),
                                                                config=str(cfg)))
     for run in ("cli", "nb"):
         summary = json.loads((tmp_path / run / "summary.json").read_text())
-        assert (summary["method"], summary["reported"], summary["iters"]) == ("unimatch", "student", 2), summary
+        assert (summary["method"], summary["reported"], summary["iters"]) == (method, reported, 2), summary
     metrics = pd.read_csv(tmp_path / "cli" / "metrics.csv")
-    assert metrics["loss_u"].gt(0).all(), metrics             # the strong and perturbed views were trained
+    assert metrics["loss_u"].gt(0).all(), metrics             # the strong (and perturbed) views were trained
+    if extra.get("lock_backbone"):  # no encoder weight in the optimizer; student and teacher encoders still alike
+        ck = torch.load(tmp_path / "cli" / "checkpoints" / "last.pt", weights_only=True)
+        assert ck["optimizer"]["param_groups"][0]["params"] == [], ck["optimizer"]["param_groups"][0]
+        enc = [k for k in ck["student"] if k.startswith("backbone.")]
+        assert enc and all(torch.equal(ck["student"][k], ck["teacher"][k]) for k in enc)
 
 
 def test_dinov2_from_cli(tmp_path, toy_root):

@@ -86,11 +86,12 @@ def logits(self: RunData, ids, which: str = "teacher") -> torch.Tensor:
     return predict_eval(self.model(which), normalize(x)).float().cpu()
 
 # %% ../nbs/15_dashboards.ipynb #f4687504
-def demo_run(run_dir="runs/dashboards-demo", data_root=None, max_iters: int = 300, **settings) -> Path:
-    "A finished small iMAS run on the embedded data in `run_dir`: reused when there, trained (CPU, minutes) otherwise."
+def demo_run(run_dir="runs/dashboards-demo", data_root=None, max_iters: int = 300, dataset: str = "toy",
+             **settings) -> Path:
+    "A finished small iMAS run on `dataset` (the embedded data) in `run_dir`: reused when there, trained otherwise."
     run = RunDir(run_dir)
     if not run.summary.exists():
-        train("toy", None if data_root is None else str(data_root), split="1/8", method="imas", max_iters=max_iters,
+        train(dataset, None if data_root is None else str(data_root), split="1/8", method="imas", max_iters=max_iters,
               eval_every=max(max_iters // 4, 1), run_dir=str(run.path), resume=run.last.exists(), device="cpu",
               **settings)
     return run.path

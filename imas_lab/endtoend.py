@@ -512,7 +512,7 @@ def run_stages(ctx, report: Report, keys: list[str], budget: Budget):
 # %% ../nbs/12b_endtoend.ipynb #e732fb8a
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m imas_lab.endtoend", description=__doc__)
-    p.add_argument("--tiny", action="store_true", help="every stage at the CPU size (about a minute)")
+    p.add_argument("--tiny", action="store_true", help="every stage at the CPU size (one to two minutes)")
     p.add_argument("--out", default="runs/endtoend", help="where endtoend.md and endtoend.json go")
     p.add_argument("--work", help="the generated data and the run dirs (default: OUT/work)")
     p.add_argument("--camvid", help="a CamVid folder (train/ trainannot/ val/ valannot/ train.txt val.txt); "

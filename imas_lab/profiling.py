@@ -4,7 +4,8 @@
 
 # %% ../nbs/12a_profile.ipynb #5455b502
 from __future__ import annotations
-import gc, itertools, json, os, tempfile, time, traceback, warnings
+import gc, itertools, json, multiprocessing, os, tempfile, time, traceback, warnings
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 import numpy as np
@@ -94,17 +95,26 @@ def sync_cost(t: Trainer, steps: int = 10, rounds: int = 2, method: str = DEFAUL
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
 
 # %% ../nbs/12a_profile.ipynb #d6dca48d
-def jpeg_dataset(root, n: int = 64, size=(375, 500), noise: float = 12.0, quality: int = 95, seed: int = 0) -> Path:
-    "A VOC-layout folder of `n` train and 2 val JPEGs of `size` (H, W) with their masks, for timing the loaders."
-    root, rng = Path(root), np.random.default_rng(seed)
+def _jpeg_sample(root: Path, size, noise: float, quality: int, seed: int, sid: str, i: int):
+    "Draw image `i` of `seed` and write it as `JPEGImages/<sid>.jpg`, its mask as `SegmentationClass/<sid>.png`."
+    rng = np.random.default_rng([seed, i])
+    img, mask = draw_toy_sample(rng, max(size))
+    img = img[:size[0], :size[1]].astype(np.float32) + rng.normal(0, noise, (*size, 3))
+    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "JPEGImages" / f"{sid}.jpg", quality=quality)
+    Image.fromarray(mask[:size[0], :size[1]]).save(root / "SegmentationClass" / f"{sid}.png")
+
+def jpeg_dataset(root, n: int = 64, size=(375, 500), noise: float = 12.0, quality: int = 95, seed: int = 0,
+                 n_val: int = 2, workers: int = 1) -> Path:
+    "A VOC-layout folder of `n` train and `n_val` val JPEGs of `size` (H, W) with masks, drawn by `workers` processes."
+    root = Path(root)
     for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    ids = [f"img_{i:05d}" for i in range(n + 2)]
-    for i in ids:
-        img, mask = draw_toy_sample(rng, max(size))
-        img = img[:size[0], :size[1]].astype(np.float32) + rng.normal(0, noise, (*size, 3))
-        Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "JPEGImages" / f"{i}.jpg", quality=quality)
-        Image.fromarray(mask[:size[0], :size[1]]).save(root / "SegmentationClass" / f"{i}.png")
+    ids = [f"img_{i:05d}" for i in range(n + n_val)]
+    draw = partial(_jpeg_sample, root, size, noise, quality, seed)
+    if workers > 1:  # fork: the drawing needs no CUDA, and a notebook's functions reach the workers
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            list(pool.map(draw, ids, range(len(ids)), chunksize=16))
+    else: list(map(draw, ids, range(len(ids))))
     (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:n]) + "\n")
     (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids[n:]) + "\n")
     return root

@@ -70,7 +70,9 @@ class Sizes:
 
 # %% ../nbs/12b_endtoend.ipynb #70857178
 FULL = Sizes("full", n_train=2900, n_val=100, image=(375, 500), iters=200, eval_every=100, resume_iters=60,
-             resume_every=20, step_steps=10, city_image=(1024, 2048), city_window=769, city_images=8, camvid_iters=150)
+             resume_every=20, step_steps=10, city_image=(1024, 2048), city_window=769, city_images=8, camvid_iters=150,
+             camvid_settings=dict(crop_size=360, base_size=480, scale_range=(1.0, 1.0), batch_size=8, num_workers=8,
+                                  cache_images=False))  # CamVid at its full 360x480 (crops of 360x360)
 TINY = Sizes("tiny", n_train=40, n_val=6, image=(48, 64), iters=12, eval_every=6, resume_iters=12, resume_every=3,
              step_steps=3, city_image=(64, 128), city_window=32, city_images=2, camvid_iters=4,
              settings=dict(backbone="unet", unet_widths=(8, 16), deep_stem=False, aux=False, crop_size=32,

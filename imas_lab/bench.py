@@ -17,22 +17,22 @@ from .data import VOC_CLASSES, CITYSCAPES_CLASSES, normalize
 from .toydata import TOY_CLASSES
 from .compare import frame_markdown
 from .records import device_name
-from .train import Trainer
+from .trainer import Step, method_from_config
 from .step import predict_eval
 from .hardness import hardness_parts, pseudo_labels
 from .augment import strong_augment, adaptive_mix, hardness_cutmix
 
 # %% auto #0
-__all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'bench_trainer', 'always_cutmix', 'use_method', 'random_batches', 'trainer_batches',
-           'repeat_batches', 'step_flops', 'sync_device', 'timed', 'train_step', 'semi_supervised', 'bench_step',
-           'bench_parts', 'bench_matrix', 'main', 'matrix_rows']
+__all__ = ['GPU_MATRIX', 'VOC_1_16_PAIRS', 'preset_step', 'always_cutmix', 'use_method', 'random_batches', 'step_batches',
+           'repeat_batches', 'step_flops', 'sync_device', 'timed', 'semi_supervised', 'bench_step', 'bench_parts',
+           'bench_matrix', 'main', 'matrix_rows']
 
 # %% ../nbs/12_bench.ipynb #0a3e78d7
-def bench_trainer(preset: str = "toy", num_classes: int | None = None, **settings) -> Trainer:
-    "A `Trainer` with the model, teacher and optimizer of `preset` (+ `settings`), no data nor pretrained weights."
+def preset_step(preset: str = "toy", num_classes: int | None = None, **settings) -> Step:
+    "A `Step` with the model, teacher and optimizer of `preset` (+ `settings`), no pretrained weights; a constant lr."
     cfg = resolve_config(preset, **{"pretrained": False, **settings})
     n = num_classes or len({"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES}.get(preset, TOY_CLASSES))
-    return Trainer.for_model(cfg, n)
+    return Step(cfg, n)
 
 def always_cutmix(views):
     "Wrap a weak-to-strong method's `views` so that its CutMix view always counts."
@@ -41,11 +41,10 @@ def always_cutmix(views):
         return v._replace(cutmix=v.cutmix._replace(weight=torch.ones_like(v.cutmix.weight)))
     return built
 
-def use_method(t: Trainer, method: str):
-    "Switch trainer `t` to `method` with its default unlabeled weight, keeping the model; CutMix views always count."
-    t.cfg = dataclasses.replace(t.cfg, method=method, lambda_u=None)
-    t.setup_method()
-    if isinstance(t.method, WeakToStrong): t.method.views = always_cutmix(t.method.views)
+def use_method(step: Step, method: str):
+    "Switch `step` to `method` with its default unlabeled weight, keeping the model; CutMix views always count."
+    step.method = method_from_config(dataclasses.replace(step.cfg, method=method, lambda_u=None))
+    if isinstance(step.method, WeakToStrong): step.method.views = always_cutmix(step.method.views)
 
 # %% ../nbs/12_bench.ipynb #e8fdb9fe
 def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0, pin: bool = False) -> tuple[dict, dict]:
@@ -59,22 +58,18 @@ def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0, 
     if pin: bx, bu = ({k: v.pin_memory() for k, v in b.items()} for b in (bx, bu))
     return bx, bu
 
-def trainer_batches(t: Trainer) -> tuple[dict, dict]:
-    "`random_batches` of trainer `t`'s batch size, crop size and classes, pinned when it trains on a GPU."
-    return random_batches(t.cfg.batch_size, t.cfg.crop_size, t.data.num_classes, pin=t.device.type == "cuda")
+def step_batches(step: Step) -> tuple[dict, dict]:
+    "`random_batches` of `step`'s batch size, crop size and classes, pinned when it trains on a GPU."
+    return random_batches(step.cfg.batch_size, step.cfg.crop_size, step.num_classes, pin=step.device.type == "cuda")
 
 def repeat_batches(method: str, batch_x: dict, batch_u: dict):
-    "The pair `(batch_x, batch_u)` forever, as `Trainer.train_iter` takes batches; no `batch_u` for `supervised`."
+    "The pair `(batch_x, batch_u)` forever, as `Step.train_iter` takes batches; no `batch_u` for `supervised`."
     return itertools.repeat((batch_x, batch_u if get_method(method).unlabeled else None))
 
 # %% ../nbs/12_bench.ipynb #2f005714
-def step_flops(t: Trainer, batches) -> int:
-    "FLOPs of one training step of trainer `t` on the next item of `batches` (the step is taken, uncompiled)."
-    student, t.student = t.student, getattr(t.student, "_orig_mod", t.student)  # the same operations, no recompile
-    try:
-        with FlopCounterMode(display=False) as counter: t.train_iter(batches)
-    finally: t.student = student
-    t.it += 1
+def step_flops(step: Step, batches) -> int:
+    "FLOPs of one training step of `step` on the next item of `batches` (the step is taken, uncompiled)."
+    with step.eager(), FlopCounterMode(display=False) as counter: step.train_iter(batches)
     return counter.get_total_flops()
 
 # %% ../nbs/12_bench.ipynb #79277fcb
@@ -90,10 +85,6 @@ def timed(fn, device, steps: int, warmup: int = 1) -> float:
     sync_device(device)
     return (time.perf_counter() - start) / steps
 
-def train_step(t: Trainer, batches):
-    t.train_iter(batches)
-    t.it += 1
-
 def semi_supervised() -> tuple[str, ...]:
     "The registered methods that train on unlabeled images: what the benchmark times by default."
     return tuple(m for m in method_names() if get_method(m).unlabeled)
@@ -103,9 +94,9 @@ def bench_step(methods=None, steps: int = 10, warmup: int = 3, rounds: int = 3, 
     "`{method: seconds per step, ...}` plus images/s and peak GPU memory per method, timed alternately."
     methods = tuple(methods or semi_supervised())
     for m in methods: get_method(m)  # an unknown name fails here, listing the known ones
-    t = bench_trainer(preset, **settings)
+    t = preset_step(preset, **settings)
     cfg = t.cfg
-    bx, bu = trainer_batches(t)
+    bx, bu = step_batches(t)
     times, peak, flops = {m: [] for m in methods}, {}, {}
     for r in range(rounds + 1):
         for m in methods:
@@ -113,7 +104,7 @@ def bench_step(methods=None, steps: int = 10, warmup: int = 3, rounds: int = 3, 
             batches = repeat_batches(m, bx, bu)
             if r == 0: flops[m] = step_flops(t, batches)
             if t.device.type == "cuda": torch.cuda.reset_peak_memory_stats(t.device)
-            sec = timed(lambda: train_step(t, batches), t.device, warmup if r == 0 else steps, warmup=0)
+            sec = timed(lambda: t.train_iter(batches), t.device, warmup if r == 0 else steps, warmup=0)
             if r: times[m].append(sec)
             if t.device.type == "cuda": peak[m] = torch.cuda.max_memory_allocated(t.device) / 2**30
     result = {m: sorted(v)[len(v) // 2] for m, v in times.items()}
@@ -132,7 +123,7 @@ def bench_step(methods=None, steps: int = 10, warmup: int = 3, rounds: int = 3, 
 
 # %% ../nbs/12_bench.ipynb #7aa538d6
 @torch.no_grad()
-def bench_parts(t: Trainer, batch_u: dict, steps: int = 10) -> dict:
+def bench_parts(t: Step, batch_u: dict, steps: int = 10) -> dict:
     "Seconds of iMAS's hardness and of its augmentation on `batch_u`, each timed alone."
     cfg, g = t.cfg, t.generator
     img01, pad = t.images(batch_u), batch_u["pad"].to(t.device)
@@ -239,7 +230,6 @@ def _matrix_command(a):
     table = bench_matrix(matrix_rows(a.rows), a.preset, a.steps, **dict(a.settings))
     if a.csv: table.to_csv(a.csv, index=False)
     print(frame_markdown(table))
-
 
 # %% ../nbs/12_bench.ipynb #6fe353fd
 #| eval: false

@@ -20,28 +20,28 @@ from .loaders import build_loaders
 from .toydata import draw_toy_sample
 from .config import resolve_config
 from .compare import frame_markdown
-from .train import Trainer
+from .trainer import Step
 from .step import PROFILE_SCOPES
 from .records import device_name
-from .bench import (GPU_MATRIX, bench_matrix, bench_trainer, matrix_rows, repeat_batches,
-                            sync_device, timed, train_step, trainer_batches, use_method)
+from .bench import (GPU_MATRIX, bench_matrix, preset_step, matrix_rows, repeat_batches,
+                            sync_device, timed, step_batches, use_method)
 
 # %% auto #0
 __all__ = ['profile_step', 'sync_sites', 'sync_cost', 'jpeg_dataset', 'bench_loader', 'matmul_tflops', 'report',
            'profile_command', 'loader_command', 'report_command']
 
 # %% ../nbs/12a_profile.ipynb #f0558f92
-def profile_step(t: Trainer, method: str = DEFAULT_METHOD, steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
-    "Profile `steps` steps of `method` on trainer `t`: (operator table, {scope: share of the profiled time})."
-    bx, bu = trainer_batches(t)
+def profile_step(t: Step, method: str = DEFAULT_METHOD, steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
+    "Profile `steps` steps of `method` on step `t`: (operator table, {scope: share of the profiled time})."
+    bx, bu = step_batches(t)
     use_method(t, method)
     batches = repeat_batches(method, bx, bu)
-    train_step(t, batches)
+    t.train_iter(batches)
     cuda = t.device.type == "cuda"
     acts = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * cuda
     with profile(activities=acts) as prof:
         with record_function("imas_lab.steps"):
-            for _ in range(steps): train_step(t, batches)
+            for _ in range(steps): t.train_iter(batches)
             sync_device(t.device)
     events = {e.key: e for e in prof.key_averages()}
     total = lambda e: e.device_time_total if cuda else e.cpu_time_total
@@ -78,9 +78,9 @@ def sync_sites(fn) -> list[str]:
     return sites
 
 # %% ../nbs/12a_profile.ipynb #b444df15
-def sync_cost(t: Trainer, steps: int = 10, rounds: int = 2, method: str = DEFAULT_METHOD) -> dict:
+def sync_cost(t: Step, steps: int = 10, rounds: int = 2, method: str = DEFAULT_METHOD) -> dict:
     "Seconds per step of weak-to-strong `method` with `student_views`'s host sync and without it, alternately."
-    bx, bu = trainer_batches(t)
+    bx, bu = step_batches(t)
     use_method(t, method)
     batches = repeat_batches(method, bx, bu)
     variants = {method: t.method.trained_views, f"{method}_no_sync": lambda views: [views.strong, views.cutmix]}
@@ -88,7 +88,7 @@ def sync_cost(t: Trainer, steps: int = 10, rounds: int = 2, method: str = DEFAUL
     for r in range(rounds + 1):
         for k, choose in variants.items():
             t.method.trained_views = choose
-            sec = timed(lambda: train_step(t, batches), t.device, steps, warmup=0)
+            sec = timed(lambda: t.train_iter(batches), t.device, steps, warmup=0)
             if r: times[k].append(sec)
     del t.method.trained_views  # back to the class's
     return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
@@ -154,7 +154,7 @@ def report(out, preset: str = "voc", rows: dict = GPU_MATRIX, steps: int = 10, i
     "Measure the step matrix, host syncs, profile and loaders of `preset`; write them into folder `out`."
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    t = bench_trainer(preset, **{**settings, **next(iter(rows.values()))})
+    t = preset_step(preset, **{**settings, **next(iter(rows.values()))})
     dev = t.device
     env = dict(device=device_name(dev),
                torch=torch.__version__, cuda=torch.version.cuda, cpus=os.cpu_count(), preset=preset, settings=settings,
@@ -162,9 +162,9 @@ def report(out, preset: str = "voc", rows: dict = GPU_MATRIX, steps: int = 10, i
     (out / "env.json").write_text(json.dumps(env, indent=1, default=str))
     m = DEFAULT_METHOD
     use_method(t, m)
-    batches = repeat_batches(m, *trainer_batches(t))
-    train_step(t, batches)
-    syncs = dict(sites=sync_sites(partial(train_step, t, batches)), seconds_per_step=sync_cost(t, steps, method=m))
+    batches = repeat_batches(m, *step_batches(t))
+    t.train_iter(batches)
+    syncs = dict(sites=sync_sites(partial(t.train_iter, batches)), seconds_per_step=sync_cost(t, steps, method=m))
     (out / "syncs.json").write_text(json.dumps(syncs, indent=1))
     table, shares = profile_step(t, m, 3, row_limit=30)
     (out / "profile.txt").write_text(table + "\n" + json.dumps({f"{k}_share": v for k, v in shares.items()}) + "\n")
@@ -189,7 +189,7 @@ def _report_loader(out: Path, preset: str, images: int, batches: int, **settings
 # %% ../nbs/12a_profile.ipynb #b63600e1
 def profile_command(a):
     "`python -m imas_lab.bench profile`: print the profiler table and the scopes' shares."
-    table, shares = profile_step(bench_trainer(a.preset, device=a.device, **dict(a.settings)),
+    table, shares = profile_step(preset_step(a.preset, device=a.device, **dict(a.settings)),
                                  a.method, a.steps)
     print(table)
     print(json.dumps({f"{k}_share": v for k, v in shares.items()}))

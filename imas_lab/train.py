@@ -23,13 +23,15 @@ from .evaluate import evaluate as evaluate_model
 from .methods import DEFAULT_METHOD, get_method, method_names
 from .rundir import RunDir, RunLock, plot_curves, plot_hardness
 from .records import run_card, tb_writer, tb_log, eval_protocol, split_hash
+from .hardness import HardnessParts
 from .trainer import Step
 
 # %% auto #0
-__all__ = ['LOG_SUMS', 'RUN_PARAMS', 'Trainer', 'NonFiniteLoss', 'Run', 'run_config', 'train', 'parser', 'main']
+__all__ = ['STEPS', 'LEGACY_LOG_SUMS', 'RUN_PARAMS', 'Trainer', 'NonFiniteLoss', 'Run', 'run_config', 'train', 'parser', 'main']
 
 # %% ../nbs/11_train.ipynb #f00d1fc1
-LOG_SUMS = ("loss_x", "loss_u", "pl_ratio", "hardness", "steps")
+STEPS = "steps"  # the log sums' count of micro-batches
+LEGACY_LOG_SUMS = ("loss_x", "loss_u", "pl_ratio", "hardness", STEPS)  # the log sums of checkpoints before open logs
 
 class NonFiniteLoss(FloatingPointError):
     "The training loss became NaN or infinite."
@@ -98,32 +100,39 @@ class Run:
 
     # logs
     def reset_logs(self):
-        "Empty running sums of the logs and no hardness rows."
-        self.sums = torch.zeros(len(LOG_SUMS), device=self.device, dtype=torch.float64)
+        "Empty running sums of the logs (`{key: sum}` on the device, the count under `STEPS`) and no hardness rows."
+        self.sums = {STEPS: torch.zeros((), device=self.device, dtype=torch.float64)}
         self.hardness_rows, self.hardness_since_row = [], []
 
     def record(self, logs: list[dict]):
-        "Add each micro-batch's losses and logs of the step just taken to the running sums (on the device), and its hardness rows."
+        "Add each micro-batch's scalar logs to the running sums (on the device); per-instance hardness to its rows."
         for a, out in enumerate(logs):
-            hard, zero = out.get("hardness"), out["loss_x"].new_zeros(())
-            vals = [out["loss_x"].detach(), out["loss_u"].detach(), out["pl_ratio"].detach(),
-                    hard.gamma.mean() if hard is not None else zero, zero + 1]
-            self.sums += torch.stack(vals).double()
-            if hard is not None:
-                epoch = ((self.it - 1) * self.cfg.accumulate + a) // self.loaders.iters_per_epoch  # the micro-batch's
-                cols = [out["idx_u"].to(self.device, non_blocking=True), hard.gamma, hard.rho_s, hard.rho_t]
-                self.hardness_rows.append((self.it, epoch, torch.stack([c.double() for c in cols], 1)))
+            for k, v in out.items():
+                if isinstance(v, HardnessParts):
+                    self.hardness_rows.append(self.hardness_row(v, out["idx_u"], a))
+                    v = v.gamma.mean()  # its column: the mean
+                elif k == "loss" or not (torch.is_tensor(v) and v.dim() == 0): continue
+                self.sums[k] = self.sums.get(k, 0) + v.detach().double()
+            self.sums[STEPS] += 1
 
-    def mean_logs(self) -> list[float]:
-        "The mean of each log sum over the steps since the last row, over processes; raises `NonFiniteLoss` for NaN / inf."
-        sums = mean_over_ranks(self.sums).tolist()
-        means = [v / max(sums[-1], 1) for v in sums[:-1]]
-        if not all(math.isfinite(v) for v in means):
+    def hardness_row(self, hard: HardnessParts, idx_u: torch.Tensor, a: int) -> tuple:
+        "`(iteration, epoch, [idx, gamma, rho_s, rho_t] per instance)` of micro-batch `a` of the step just taken."
+        epoch = ((self.it - 1) * self.cfg.accumulate + a) // self.loaders.iters_per_epoch
+        cols = [idx_u.to(self.device, non_blocking=True), hard.gamma, hard.rho_s, hard.rho_t]
+        return self.it, epoch, torch.stack([c.double() for c in cols], 1)
+
+    def mean_logs(self) -> dict[str, float]:
+        "The mean of each log since the last row, over steps and processes; raises `NonFiniteLoss` for NaN / inf."
+        sums = dict(zip(self.sums, mean_over_ranks(torch.stack(list(self.sums.values()))).tolist()))
+        steps = max(sums.pop(STEPS), 1)
+        means = {k: v / steps for k, v in sums.items()}
+        bad = {k: v for k, v in means.items() if not math.isfinite(v)}
+        if bad:
             last = "none yet"
             if self.run.last.exists():
                 last = f"{self.run.last} (iteration {torch.load(self.run.last, weights_only=True)['iter']})"
-            raise NonFiniteLoss(f"{self.cfg.method}: loss_x={means[0]}, loss_u={means[1]} by iteration {self.it}; "
-                                f"stopped. Last good checkpoint: {last} (kept). Try a lower lr, or amp='off'.")
+            raise NonFiniteLoss(f"{self.cfg.method}: {', '.join(f'{k}={v}' for k, v in bad.items())} by iteration "
+                                f"{self.it}; stopped. Last good checkpoint: {last} (kept). Try a lower lr, or amp='off'.")
         return means
 
     def evaluate(self, model) -> dict:
@@ -134,20 +143,21 @@ class Run:
 
     def log_row(self) -> dict:
         "Check and average the logs, evaluate teacher and student, write a metrics row (and best.pt); reset the sums."
-        loss_x, loss_u, pl_ratio, hardness = self.mean_logs()
+        logs = self.mean_logs()
         self.flush_hardness()
         evals = dict(teacher=self.evaluate(self.step.teacher), student=self.evaluate(self.step.model))
         self.eval_reported = evals[self.method.report]
-        row = dict(iter=self.it, epoch=self.epoch, loss_x=loss_x, loss_u=loss_u, miou_teacher=evals["teacher"]["miou"],
+        losses = {k: v for k, v in logs.items() if k.startswith("loss")}
+        row = dict(iter=self.it, epoch=self.epoch, **losses, miou_teacher=evals["teacher"]["miou"],
                    miou_student=evals["student"]["miou"], lr=self.step.optimizer.param_groups[0]["lr"],
-                   pl_ratio=pl_ratio, hardness=hardness if self.method.logs_hardness else None, seconds=self.elapsed())
+                   **{k: v for k, v in logs.items() if k not in losses}, seconds=self.elapsed())
         if self.is_main:
             self.run.log_metrics(row)
             self.log_tensorboard(row)
         if self.eval_reported["miou"] > self.best_miou:
             self.best_miou = self.eval_reported["miou"]
             self.save_best()
-        self.sums.zero_()
+        for v in self.sums.values(): v.zero_()
         return row
 
     def elapsed(self) -> float:
@@ -168,7 +178,8 @@ class Run:
         "Write `checkpoints/last.pt`: `state` plus optimizer, scaler, log sums and every process's RNG."
         self.flush_hardness()
         step = self.step.state_dict()
-        rng = gather_objects(dict(rng_state(self.device), generator=step["generator"], sums=self.sums.cpu()))
+        sums = {k: v.cpu() for k, v in self.sums.items()}
+        rng = gather_objects(dict(rng_state(self.device), generator=step["generator"], sums=sums))
         if self.is_main:
             state = dict(self.state(), optimizer=step["optimizer"], scaler=step["scaler"], ranks=rng)
             save_atomic(state, self.run.last, keep_previous=True)
@@ -189,8 +200,15 @@ class Run:
         self.step.load_state_dict(dict(ckpt, generator=mine["generator"]))
         self.best_miou, self.seconds = ckpt["best_miou"], ckpt["seconds"]
         set_rng_state(mine, self.device)
-        self.sums.copy_(mine["sums"])
+        self.load_sums(mine["sums"])
         if self.is_main: self.run.truncate(self.it)
+
+    def load_sums(self, sums):
+        "Continue the log sums `sums` of a checkpoint (`{key: sum}`, or the vector `LEGACY_LOG_SUMS` of older ones)."
+        if torch.is_tensor(sums):
+            sums = dict(zip(LEGACY_LOG_SUMS, sums))
+            if not self.method.logs_hardness: del sums["hardness"]  # a column of zeros before
+        self.sums = {k: v.to(self.device, torch.float64) for k, v in sums.items()}
 
     # the loop
     def due(self, every: int | None) -> bool:
@@ -223,7 +241,8 @@ class Run:
     def after_iter(self, until: int, bar):
         "Evaluate every `eval_every` iterations and at the end; write `last.pt` every `checkpoint_every` and at `until`."
         if self.due(self.cfg.eval_every) or self.it == self.max_iters:
-            bar.set_postfix(miou=f"{self.log_row()['miou_teacher']:.1f}")
+            row = self.log_row()
+            bar.set_postfix(miou=f"{row['miou_teacher']:.1f}", **{k: f"{row[k]:.3g}" for k in row if k.startswith("loss")})
         if self.due(self.cfg.checkpoint_every) or self.it == until:
             self.mean_logs()
             self.save_checkpoint()

@@ -70,6 +70,7 @@ def test_unimatch_from_cli_and_notebook(tmp_path, toy_root):
         assert (summary["method"], summary["reported"], summary["iters"]) == ("unimatch", "student", 2), summary
     metrics = pd.read_csv(tmp_path / "cli" / "metrics.csv")
     assert metrics["loss_u"].gt(0).all(), metrics             # the strong and perturbed views were trained
+    assert metrics[["loss_s1", "loss_s2", "loss_fp"]].notna().all().all(), metrics  # its own terms, logged as they come
 
 
 def test_dinov2_from_cli(tmp_path, toy_root):

@@ -15,7 +15,7 @@ from .augment import strong_augment, _draw, _box_mask, _paste
 from .losses import supervised_loss
 from .data import normalize
 from .step import (PROFILE_SCOPES, BN_STATS, View, Views, predict_eval, fixmatch_views, imas_views, forward_split,
-                           forward_views, keep_bn_stats, unlabeled_loss, student_views)
+                           forward_views, keep_bn_stats, unlabeled_loss, view_losses, weighted_loss, student_views)
 
 # %% auto #0
 __all__ = ['REGISTRY', 'DEFAULT_METHOD', 'UNIMATCH_WEIGHTS', 'UNIMATCH_BOX_AREA', 'UNIMATCH_BOX_ASPECT', 'UNIMATCH_V2_WEIGHTS',
@@ -61,7 +61,7 @@ class Method:
         return cls(sup_loss, cfg.tau, cfg.lambda_u, cfg.bn_stats, **{k: getattr(cfg, k) for k in cls.settings})
 
     def losses(self, nets: Nets, batch: Batch, generator: torch.Generator) -> dict:
-        "`loss` (minimised), `loss_x`, `loss_u`, `pl_ratio` (share of confident pseudo-labels), optionally `hardness`."
+        "`loss` (minimised) and the logs: 0-dim tensors (each a metrics column), `views`, per-instance `hardness`."
         raise NotImplementedError(f"{type(self).__name__}.losses")
 
 # %% ../nbs/10c_methods.ipynb #b94ee68f
@@ -200,9 +200,11 @@ class UniMatch(TwoStrongViews):
         w_fp = torch.tensor(w_fp, device=img_u_w.device)
         views.append(View(img=img_u_w, mask_u=mask_u, conf_u=conf_u, ignore=pad_u, weight=w_fp))
         loss_x = self.sup_loss(out_x, batch.mask_x)
-        loss_u = unlabeled_loss([*outs_s, {"out": out_w["out_fp"]}], views, self.tau)
+        loss_s1, loss_s2, loss_fp = terms = view_losses([*outs_s, {"out": out_w["out_fp"]}], views, self.tau)
+        loss_u = weighted_loss(terms, views)
         pl_ratio = ((conf_u >= self.tau) & ~pad_u).float().mean()
-        return dict(loss=(loss_x + self.lambda_u * loss_u) / 2, loss_x=loss_x, loss_u=loss_u, pl_ratio=pl_ratio)
+        return dict(loss=(loss_x + self.lambda_u * loss_u) / 2, loss_x=loss_x, loss_u=loss_u, loss_s1=loss_s1,
+                    loss_s2=loss_s2, loss_fp=loss_fp, pl_ratio=pl_ratio)
 
 # %% ../nbs/10c_methods.ipynb #5b1f0c2e
 UNIMATCH_V2_WEIGHTS = (0.5, 0.5)  # the unlabeled terms: strong view 1, strong view 2

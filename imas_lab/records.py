@@ -15,7 +15,7 @@ import imas_lab
 from .config import Config
 
 # %% auto #0
-__all__ = ['TB_SCALARS', 'split_hash', 'git_commit', 'eval_protocol', 'device_name', 'run_card', 'tb_writer', 'tb_log',
+__all__ = ['TB_SKIP', 'split_hash', 'git_commit', 'eval_protocol', 'device_name', 'run_card', 'tb_tag', 'tb_writer', 'tb_log',
            'read_events']
 
 # %% ../nbs/10g_records.ipynb #eb317a21
@@ -57,8 +57,11 @@ def run_card(cfg: Config, split, world_size: int, device: torch.device) -> dict:
                 seed=cfg.seed)
 
 # %% ../nbs/10g_records.ipynb #e55cf5a3
-TB_SCALARS = {"loss_x": "loss/x", "loss_u": "loss/u", "lr": "lr", "miou_teacher": "miou/teacher",
-              "miou_student": "miou/student", "pl_ratio": "pseudo_labels/confident_share", "hardness": "hardness/mean"}
+TB_SKIP = ("iter", "epoch", "seconds")  # the columns of a metrics row that are no scalars of their own
+
+def tb_tag(key: str) -> str:
+    "The TensorBoard tag of metrics column `key`: its first `_` a `/`, so `loss_x` and `loss_u` share the group `loss`."
+    return key.replace("_", "/", 1)
 
 def tb_writer(run_dir, resumed_from: int | None = None):
     "A `SummaryWriter` on `run_dir`; after a resume from iteration `resumed_from`, later events of the old run are purged."
@@ -67,10 +70,10 @@ def tb_writer(run_dir, resumed_from: int | None = None):
 
 # %% ../nbs/10g_records.ipynb #ae51f102
 def tb_log(writer, row: dict, per_class: dict | None = None, hardness=None):
-    "Log one metrics row (`TB_SCALARS`), the per-class IoU `{name: iou}` and a histogram of `hardness` at `row['iter']`."
+    "Log one metrics row (each number but `TB_SKIP`), the per-class IoU `{name: iou}` and a `hardness` histogram."
     step = int(row["iter"])
-    for key, tag in TB_SCALARS.items():
-        if row.get(key) is not None and np.isfinite(row[key]): writer.add_scalar(tag, row[key], step)
+    for key, v in row.items():
+        if key not in TB_SKIP and v is not None and np.isfinite(v): writer.add_scalar(tb_tag(key), v, step)
     for name, iou in (per_class or {}).items():
         if iou is not None and np.isfinite(iou): writer.add_scalar(f"iou/{name}", iou, step)
     if hardness is not None and len(hardness): writer.add_histogram("hardness/instances", np.asarray(hardness), step)

@@ -18,8 +18,7 @@ from .core import resolve_path
 __all__ = ['METRIC_COLUMNS', 'HARDNESS_COLUMNS', 'LOCK_NAME', 'RunDir', 'RunDirLocked', 'RunLock', 'plot_curves', 'plot_hardness']
 
 # %% ../nbs/10a_rundir.ipynb #5eda4194
-METRIC_COLUMNS = ["iter", "epoch", "loss_x", "loss_u", "miou_teacher", "miou_student", "lr", "pl_ratio", "hardness",
-                  "seconds"]
+METRIC_COLUMNS = ["iter", "epoch", "miou_teacher", "miou_student", "lr", "seconds"]  # and the method's logs
 HARDNESS_COLUMNS = ["idx", "id", "iter", "epoch", "gamma", "rho_s", "rho_t"]
 
 class RunDir:
@@ -95,8 +94,14 @@ def _append(path: Path, rows: pd.DataFrame):
     rows.to_csv(path, mode="a", header=not path.exists(), index=False)
 
 def _log_metrics(self: RunDir, row: dict):
-    "Append one evaluation row (keys: `METRIC_COLUMNS`)."
-    _append(self.metrics, pd.DataFrame([row], columns=METRIC_COLUMNS))
+    "Append one evaluation row, its keys the columns: in the file's order, a key the file lacks added at the end."
+    new = pd.DataFrame([row])
+    if self.metrics.exists():
+        old = pd.read_csv(self.metrics, nrows=0).columns.tolist()
+        if set(new.columns) - set(old):  # a new column: the file is rewritten with it
+            return pd.concat([pd.read_csv(self.metrics), new]).to_csv(self.metrics, index=False)
+        new = new.reindex(columns=old)
+    _append(self.metrics, new)
 
 def _log_hardness(self: RunDir, rows: pd.DataFrame):
     "Append per-instance hardness rows (columns: `HARDNESS_COLUMNS`)."
@@ -129,7 +134,7 @@ def plot_curves(metrics: pd.DataFrame, path=None, title: str = ""):
     for col, style in (("miou_teacher", "-o"), ("miou_student", "--o")):
         a.plot(metrics["iter"], metrics[col], style, label=col.split("_")[1], ms=3)
     a.set(xlabel="iteration", ylabel="val mIoU (%)", title=title or "mIoU"); a.legend(); a.grid(alpha=.3)
-    for col in ("loss_x", "loss_u"): b.plot(metrics["iter"], metrics[col], label=col)
+    for col in (c for c in metrics if c.startswith("loss")): b.plot(metrics["iter"], metrics[col], label=col)
     b.set(xlabel="iteration", ylabel="loss", title="training loss (mean since last row)"); b.legend(); b.grid(alpha=.3)
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=100)

@@ -17,7 +17,8 @@ from .data import normalize
 
 # %% auto #0
 __all__ = ['PROFILE_SCOPES', 'BN_STATS', 'View', 'Views', 'predict_eval', 'strong_and_cutmix', 'fixmatch_views', 'imas_views',
-           'forward_split', 'unlabeled_loss', 'keep_bn_stats', 'forward_views', 'student_views']
+           'forward_split', 'view_losses', 'weighted_loss', 'unlabeled_loss', 'keep_bn_stats', 'forward_views',
+           'student_views']
 
 # %% ../nbs/10_step.ipynb #a943c8c0
 class View(NamedTuple):
@@ -81,11 +82,18 @@ def forward_split(student, imgs: list[torch.Tensor], **kwargs) -> list[dict]:
     sizes = [len(i) for i in imgs]
     return [dict(zip(out, parts)) for parts in zip(*(o.split(sizes) for o in out.values()))]
 
-def unlabeled_loss(outs: list[dict], views: list[View], tau: float, instance_weight: torch.Tensor | None = None):
-    "Step 8: the masked pseudo-label loss of each output in `outs` against its view, averaged by the views' weights."
-    losses = [pseudo_label_loss(o["out"], v.mask_u, v.conf_u, tau, instance_weight, v.ignore) for o, v in zip(outs, views)]
+def view_losses(outs: list[dict], views: list[View], tau: float, instance_weight: torch.Tensor | None = None) -> list:
+    "Step 8 per view: the masked pseudo-label loss of each output in `outs` against its view."
+    return [pseudo_label_loss(o["out"], v.mask_u, v.conf_u, tau, instance_weight, v.ignore) for o, v in zip(outs, views)]
+
+def weighted_loss(losses: list[torch.Tensor], views: list[View]) -> torch.Tensor:
+    "The views' `losses` averaged by the views' weights."
     w = torch.stack([v.weight for v in views])
     return (torch.stack(losses) * w).sum() / w.sum()
+
+def unlabeled_loss(outs: list[dict], views: list[View], tau: float, instance_weight: torch.Tensor | None = None):
+    "Step 8: the masked pseudo-label loss of each output in `outs` against its view, averaged by the views' weights."
+    return weighted_loss(view_losses(outs, views, tau, instance_weight), views)
 
 # %% ../nbs/10_step.ipynb #73b1648b
 BN_STATS = ("joint", "labeled")

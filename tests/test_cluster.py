@@ -83,20 +83,20 @@ def test_one_writer_per_run_dir(tmp_path, toy_root):
     assert lock.read_text() == "" and json.loads((run / "summary.json").read_text())["iters"] == 1000
 
 
-def tiny_trainer(toy_root, run, **kw):
+def tiny_run(toy_root, run, **kw):
     from imas_lab.config import resolve_config
-    from imas_lab.train import Trainer
+    from imas_lab.train import Run
     cfg = resolve_config("toy", data_root=str(toy_root), split="16", run_dir=str(run), device="cpu", max_iters=12,
                          eval_every=4, **{**TINY, "method": "fixmatch", **kw})
-    return Trainer(cfg)
+    return Run(cfg)
 
 
 def test_failed_checkpoint_write_and_unreadable_last(tmp_path, toy_root, monkeypatch):
     "A failing write stops the run naming file and cause with every checkpoint intact; an unreadable last.pt is skipped."
     from imas_lab.checkpoint import CheckpointWriteError
-    full = tiny_trainer(toy_root, tmp_path / "full"); full.fit()
+    full = tiny_run(toy_root, tmp_path / "full"); full.fit()
     run = tmp_path / "run"
-    t = tiny_trainer(toy_root, run); t.fit(until=8)
+    t = tiny_run(toy_root, run); t.fit(until=8)
     written = files(run)
     real_save = torch.save
     def full_disk(obj, f, *a, **k):
@@ -112,11 +112,11 @@ def test_failed_checkpoint_write_and_unreadable_last(tmp_path, toy_root, monkeyp
     (run / "checkpoints" / "last.pt").write_bytes(written["checkpoints/last.pt"][:1000])  # a copy cut short
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        resumed = tiny_trainer(toy_root, run, resume="auto")
+        resumed = tiny_run(toy_root, run, resume="auto")
     assert resumed.it == 4 and any("cannot read checkpoint" in str(w.message) for w in caught), caught
     assert (run / "checkpoints" / "last.unreadable.pt").exists()
     resumed.fit()
-    a, b = full.teacher.state_dict(), resumed.teacher.state_dict()
+    a, b = full.step.teacher.state_dict(), resumed.step.teacher.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.summary["final_miou"] == full.summary["final_miou"]
 

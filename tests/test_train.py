@@ -78,6 +78,8 @@ def test_unimatch_from_cli_and_notebook(tmp_path, toy_root, method, reported, ex
         assert ck["optimizer"]["param_groups"][0]["params"] == [], ck["optimizer"]["param_groups"][0]
         enc = [k for k in ck["student"] if k.startswith("backbone.")]
         assert enc and all(torch.equal(ck["student"][k], ck["teacher"][k]) for k in enc)
+    own = ["loss_s1", "loss_s2"] + (["loss_fp"] if method == "unimatch" else [])
+    assert metrics[own].notna().all().all(), metrics  # its own terms, logged as they come
 
 
 def test_dinov2_from_cli(tmp_path, toy_root):
@@ -156,7 +158,7 @@ def test_refuses_other_settings_and_bad_files(tmp_path, toy_root):
 def test_checkpoint_with_other_class_count(tmp_path, toy_root):
     "A checkpoint of a model with another number of classes is refused, naming both counts."
     from imas_lab.config import resolve_config
-    from imas_lab.train import Trainer
+    from imas_lab.train import Run
     run = tmp_path / "run"
     assert cli(*tiny_args(toy_root, run), "--max_iters", "2", "--eval_every", "2").returncode == 0
     ck = torch.load(run / "checkpoints" / "last.pt", weights_only=True); ck["num_classes"] = 21
@@ -164,7 +166,7 @@ def test_checkpoint_with_other_class_count(tmp_path, toy_root):
     cfg = resolve_config("toy", data_root=str(toy_root), split="16", run_dir=str(run), device="cpu", max_iters=2,
                          eval_every=2, resume=True, **TINY)
     from imas_lab.toydata import TOY_CLASSES
-    with pytest.raises(ValueError, match=f"num_classes: checkpoint 21, this run {len(TOY_CLASSES)}"): Trainer(cfg)
+    with pytest.raises(ValueError, match=f"num_classes: checkpoint 21, this run {len(TOY_CLASSES)}"): Run(cfg)
 
 
 def test_cli_rejects_unknown_values(tmp_path):

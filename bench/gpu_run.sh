@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole run on one GPU (issue 29) in one call of about 8 minutes: `python -m imas_lab.endtoend` at its full size
-# (nbs/12b_endtoend.ipynb); bench/README.md says what it measures and what the table's columns mean.
+# (nbs/14b_endtoend.ipynb); bench/README.md says what it measures and what the table's columns mean.
 #
 #   bash bench/gpu_run.sh [--camvid DIR] [other flags of python -m imas_lab.endtoend]
 #

@@ -1,4 +1,4 @@
-"""The end-to-end script (`python -m imas_lab.endtoend`, nbs/12b_endtoend.ipynb) at its --tiny size on the CPU: every
+"""The end-to-end script (`python -m imas_lab.endtoend`, nbs/14b_endtoend.ipynb) at its --tiny size on the CPU: every
 stage runs, the table's figures are real, and the whole script stays within what CI can spend on it."""
 import json, os, subprocess, sys, time
 from pathlib import Path

@@ -5,7 +5,6 @@ from pathlib import Path
 import importlib
 import json
 import re
-import pytest
 
 import imas_lab
 

@@ -33,8 +33,9 @@ def find_runs(paths_or_glob) -> list[Path]:
     return list(dict.fromkeys(found))
 
 # %% ../nbs/13_compare.ipynb #ed99d609
-RUN_COLUMNS = ["dataset", "split", "method", "seed", "best_miou", "final_miou", "iters", "seconds", "eval_protocol",
-               "split_hash", "path"]  # eval_protocol, split_hash: see imas_lab.records (missing in runs made before)
+RUN_COLUMNS = ["dataset", "split", "method", "seed", "reported", "best_miou", "final_miou", "iters", "seconds",
+               "eval_protocol", "split_hash", "best_miou_teacher", "final_miou_teacher", "best_miou_student",
+               "final_miou_student", "path"]  # eval_protocol, split_hash: see imas_lab.records (missing in runs made before)
 
 def compare_runs(paths_or_glob) -> pd.DataFrame:
     "One row per finished run (columns `RUN_COLUMNS`), sorted by dataset, split, method and seed."
@@ -122,7 +123,8 @@ def markdown_table(table: pd.DataFrame, value: str = "final_miou", methods=None,
     return "\n".join(lines)
 
 # %% ../nbs/13_compare.ipynb #19f595ab
-RUN_VIEW = ["dataset", "split", "method", "seed", "split_hash", "eval_protocol", "final_miou", "best_miou", "iters"]
+RUN_VIEW = ["dataset", "split", "method", "seed", "split_hash", "eval_protocol", "reported", "final_miou", "best_miou",
+            "final_miou_teacher", "final_miou_student", "iters"]
 
 def frame_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     "`df` as a Markdown table."

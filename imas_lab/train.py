@@ -27,7 +27,18 @@ from .hardness import HardnessParts
 from .trainer import Step
 
 # %% auto #0
-__all__ = ['STEPS', 'LEGACY_LOG_SUMS', 'RUN_PARAMS', 'Trainer', 'NonFiniteLoss', 'Run', 'run_config', 'train', 'parser', 'main']
+__all__ = ['STEPS', 'LEGACY_LOG_SUMS', 'RUN_PARAMS', 'Trainer', 'both_models', 'NonFiniteLoss', 'Run', 'run_config', 'train',
+           'parser', 'main']
+
+# %% ../nbs/11_train.ipynb #688ca4ad
+def both_models(metrics: pd.DataFrame) -> dict:
+    "`{best,final}_miou_{teacher,student}` over the rows of `metrics` (None where nothing was evaluated)."
+    out = {}
+    for who in ("teacher", "student"):
+        col = metrics.get(f"miou_{who}", pd.Series(dtype=float)).dropna()
+        out[f"best_miou_{who}"] = round(float(col.max()), 2) if len(col) else None
+        out[f"final_miou_{who}"] = round(float(col.iloc[-1]), 2) if len(col) else None
+    return out
 
 # %% ../nbs/11_train.ipynb #f00d1fc1
 STEPS = "steps"  # the log sums' count of micro-batches
@@ -269,7 +280,8 @@ class Run:
                             reported=self.method.report, method=cfg.method, split=cfg.split, seed=cfg.seed,
                             dataset=cfg.dataset, split_source=self.loaders.split.source,
                             split_family=cfg.split_family if cfg.splits_dir else None,
-                            split_hash=split_hash(self.loaders.split.labeled), eval_protocol=eval_protocol(cfg))
+                            split_hash=split_hash(self.loaders.split.labeled), eval_protocol=eval_protocol(cfg),
+                            **both_models(self.run.read()["metrics"]))
         if self.is_main: self.write_outputs()
         return self.summary
 

@@ -10,11 +10,11 @@ from torch import nn
 from torch.profiler import record_function
 
 from .hardness import pseudo_labels
-from .augment import strong_augment, _draw, _box_mask, _paste
+from .augment import strong_augment, draw_random, box_mask, paste_boxes
 from .losses import supervised_loss
 from .data import normalize
 from .step import (PROFILE_SCOPES, BN_STATS, View, Views, fixmatch_views, imas_views, forward_split, forward_views,
-                           keep_bn_stats, unlabeled_loss, view_losses, weighted_loss, student_views)
+                           unlabeled_bn, unlabeled_loss, view_losses, weighted_loss, student_views)
 
 # %% auto #0
 __all__ = ['REGISTRY', 'DEFAULT_METHOD', 'UNIMATCH_WEIGHTS', 'UNIMATCH_BOX_AREA', 'UNIMATCH_BOX_ASPECT', 'Nets', 'Batch',
@@ -24,8 +24,8 @@ __all__ = ['REGISTRY', 'DEFAULT_METHOD', 'UNIMATCH_WEIGHTS', 'UNIMATCH_BOX_AREA'
 # %% ../nbs/10c_methods.ipynb #dadeae20
 class Nets(NamedTuple):
     "The networks of a training step."
-    student: nn.Module  # what the loss flows through: the model, or its DDP / compiled wrapper
-    model: nn.Module    # the bare student (predictions in eval mode)
+    wrapper: nn.Module  # what the loss flows through: the model, or its DDP / compiled wrapper
+    model: nn.Module    # the student network itself (predictions in eval mode)
     teacher: nn.Module  # its EMA
 
 class Batch(NamedTuple):
@@ -90,7 +90,7 @@ class Supervised(Method):
 
     def losses(self, nets: Nets, batch: Batch, generator=None) -> dict:
         "The supervised loss; `loss_u` and `pl_ratio` are 0."
-        loss_x = self.sup_loss(nets.student(batch.img_x), batch.mask_x)
+        loss_x = self.sup_loss(nets.wrapper(batch.img_x), batch.mask_x)
         zero = torch.zeros_like(loss_x)
         return dict(loss=loss_x, loss_x=loss_x, loss_u=zero, pl_ratio=zero)
 
@@ -109,7 +109,7 @@ class WeakToStrong(Method):
         "Steps 1-8: views, one student forward, `loss_x + lambda_u * loss_u`."
         views = self.views(nets, batch.img_u_w01, batch.pad_u, generator)
         trained = self.trained_views(views)
-        out_x, *outs_u = forward_views(nets.student, batch.img_x, [v.img for v in trained], self.bn_stats)
+        out_x, *outs_u = forward_views(nets.wrapper, batch.img_x, [v.img for v in trained], self.bn_stats)
         loss_x = self.sup_loss(out_x, batch.mask_x)
         loss_u = unlabeled_loss(outs_u, trained, self.tau, views.instance_weight)
         pl_ratio = ((views.strong.conf_u >= self.tau) & ~views.strong.ignore).float().mean()
@@ -125,7 +125,7 @@ class FixMatch(WeakToStrong):
 
     def views(self, nets: Nets, img_u_w01, pad_u, generator) -> Views:
         "`fixmatch_views` with this method's CutMix probability."
-        return fixmatch_views(nets.teacher, nets.model, img_u_w01, pad_u, generator, self.cutmix_p)
+        return fixmatch_views(nets.teacher, img_u_w01, pad_u, generator, self.cutmix_p)
 
 @register
 class IMAS(WeakToStrong):
@@ -144,12 +144,12 @@ UNIMATCH_BOX_ASPECT = (0.3, 1 / 0.3)  # its height / width
 
 def unimatch_boxes(B: int, H: int, W: int, p: float, generator=None, device="cpu") -> torch.Tensor:
     "`[B,H,W]` bool: per instance, with probability `p`, a box of 2-40% of the image, aspect 0.3-3.3; else all False."
-    u = _draw(torch.rand, (B, 5), generator=generator, device=torch.device(device))
+    u = draw_random(torch.rand, (B, 5), generator=generator, device=torch.device(device))
     lerp = lambda lo_hi, t: lo_hi[0] + (lo_hi[1] - lo_hi[0]) * t
     area, aspect = lerp(UNIMATCH_BOX_AREA, u[:, 0]) * H * W, lerp(UNIMATCH_BOX_ASPECT, u[:, 1])
     h, w = (area * aspect).sqrt().long().clamp(1, H), (area / aspect).sqrt().long().clamp(1, W)
     y0, x0 = (u[:, 2] * (H - h + 1)).long(), (u[:, 3] * (W - w + 1)).long()
-    return _box_mask(torch.stack([y0, x0, y0 + h, x0 + w], 1), H, W) & (u[:, 4] < p)[:, None, None]
+    return box_mask(torch.stack([y0, x0, y0 + h, x0 + w], 1), H, W) & (u[:, 4] < p)[:, None, None]
 
 # %% ../nbs/10c_methods.ipynb #0f70f6cd
 @register
@@ -161,26 +161,24 @@ class UniMatch(Method):
     def strong_views(self, img_u_w01, generator) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
         "Two normalised strong views, each CutMixed from partner `partner[i]`; and the boxes (`[B,H,W]` bool)."
         B, _, H, W = img_u_w01.shape
-        partner = _draw(torch.randperm, B, generator=generator, device=img_u_w01.device)
+        partner = draw_random(torch.randperm, B, generator=generator, device=img_u_w01.device)
         with record_function(PROFILE_SCOPES["augment"]):
             boxes = [unimatch_boxes(B, H, W, self.cutmix_p, generator, img_u_w01.device) for _ in range(2)]
-            imgs = [_paste(normalize(strong_augment(img_u_w01, generator=generator)[0]), box, partner) for box in boxes]
+            imgs = [paste_boxes(normalize(strong_augment(img_u_w01, generator=generator)[0]), box, partner) for box in boxes]
         return imgs, partner, boxes
 
-    def forward(self, student, img_x, img_u_w, imgs_s) -> list[dict]:
+    def forward(self, wrapper, img_x, img_u_w, imgs_s) -> list[dict]:
         "The student on the labeled and weak images (the weak view also feature-perturbed), then on both strong views."
-        if self.bn_stats == "joint":
-            return [*forward_split(student, [img_x, img_u_w], fp=True), *forward_split(student, imgs_s)]
-        out_x = student(img_x)
-        with keep_bn_stats(student): return [out_x, student(img_u_w, fp=True), *forward_split(student, imgs_s)]
+        out_x, out_w = forward_views(wrapper, img_x, [img_u_w], self.bn_stats, fp=True)
+        with unlabeled_bn(wrapper, self.bn_stats): return [out_x, out_w, *forward_split(wrapper, imgs_s)]
 
     def losses(self, nets: Nets, batch: Batch, generator) -> dict:
         "`(loss_x + lambda_u * (0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp)) / 2`, the targets the student's weak prediction."
         img_u_w, pad_u = normalize(batch.img_u_w01), batch.pad_u
         imgs_s, partner, boxes = self.strong_views(batch.img_u_w01, generator)
-        out_x, out_w, *outs_s = self.forward(nets.student, batch.img_x, img_u_w, imgs_s)
+        out_x, out_w, *outs_s = self.forward(nets.wrapper, batch.img_x, img_u_w, imgs_s)
         mask_u, conf_u = pseudo_labels(out_w["out"].detach())
-        mixed = lambda box, t: _paste(t, box, partner)
+        mixed = lambda box, t: paste_boxes(t, box, partner)
         w_s1, w_s2, w_fp = (torch.tensor(w, device=img_u_w.device) for w in UNIMATCH_WEIGHTS)
         views = [View(img=img, mask_u=mixed(box, mask_u), conf_u=mixed(box, conf_u), ignore=mixed(box, pad_u), weight=w)
                  for img, box, w in zip(imgs_s, boxes, (w_s1, w_s2))]

@@ -11,12 +11,12 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms.v2.functional._color import _hsv_to_rgb, _rgb_to_hsv
 
 # %% auto #0
-__all__ = ['PIXEL_BITS', 'PIXEL_MAX', 'BLUR_RADIUS', 'OPS', 'OP_NAMES', 'CUTMIX_SIDE_RATIO', 'AugOp', 'apply_ops', 'AppliedOps',
-           'strong_augment', 'describe_ops', 'adaptive_mix', 'CutMixResult', 'hardness_partners', 'hardness_cutmix',
-           'random_cutmix']
+__all__ = ['PIXEL_BITS', 'PIXEL_MAX', 'BLUR_RADIUS', 'OPS', 'OP_NAMES', 'CUTMIX_SIDE_RATIO', 'draw_random', 'AugOp', 'apply_ops',
+           'AppliedOps', 'strong_augment', 'describe_ops', 'adaptive_mix', 'box_mask', 'paste_boxes', 'CutMixResult',
+           'hardness_partners', 'hardness_cutmix', 'random_cutmix']
 
 # %% ../nbs/04_augment.ipynb #4604e80a
-def _draw(fn: Callable, *args, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+def draw_random(fn: Callable, *args, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     "Call `fn(*args)` (`torch.rand`, `randint`, `randperm`) on the generator's device; return the result on `device`."
     src = generator.device if generator is not None else device
     return fn(*args, generator=generator, device=src).to(device, non_blocking=True)
@@ -145,8 +145,8 @@ def strong_augment(img01: torch.Tensor, generator: torch.Generator | None = None
     _check_img01(img01)
     if not (isinstance(k, int) and k >= 0): raise ValueError(f"`k` must be a non-negative int, got {k!r}")
     shape, dev = (img01.shape[0], k), img01.device
-    ids = _draw(torch.randint, len(OPS), shape, generator=generator, device=dev)
-    mags = _magnitudes(ids, _draw(torch.rand, shape, generator=generator, device=dev))
+    ids = draw_random(torch.randint, len(OPS), shape, generator=generator, device=dev)
+    mags = _magnitudes(ids, draw_random(torch.rand, shape, generator=generator, device=dev))
     x = img01.float()
     for j in range(k): x = _apply_ops(x, ids[:, j], mags[:, j])
     return x.to(img01.dtype), AppliedOps(ids, mags)
@@ -176,22 +176,22 @@ def _sample_boxes(B: int, H: int, W: int, generator: torch.Generator | None,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     "One side ratio `v` for the batch and `B` boxes `(y0, x0, y1, x1)`, sides `v * (H, W)` made even, as released."
     lo, hi = CUTMIX_SIDE_RATIO
-    v = lo + (hi - lo) * _draw(torch.rand, (), generator=generator, device=device)
-    cy = _draw(torch.randint, H // 16, H, (B,), generator=generator, device=device)
-    cx = _draw(torch.randint, W // 16, W, (B,), generator=generator, device=device)
+    v = lo + (hi - lo) * draw_random(torch.rand, (), generator=generator, device=device)
+    cy = draw_random(torch.randint, H // 16, H, (B,), generator=generator, device=device)
+    cx = draw_random(torch.randint, W // 16, W, (B,), generator=generator, device=device)
     half_h, half_w = (v * H).long() // 2, (v * W).long() // 2  # side 2 * (int(v * H) // 2)
     box = [cy - half_h, cx - half_w, cy + half_h, cx + half_w]
     return v, torch.stack([c.clamp(0, n) for c, n in zip(box, (H, W, H, W))], 1)
 
 # %% ../nbs/04_augment.ipynb #8b0348a4
-def _box_mask(boxes: torch.Tensor, H: int, W: int) -> torch.Tensor:
+def box_mask(boxes: torch.Tensor, H: int, W: int) -> torch.Tensor:
     "A [B, H, W] bool map, True inside each instance's box."
     ys, xs = torch.arange(H, device=boxes.device), torch.arange(W, device=boxes.device)
     in_y = (ys >= boxes[:, 0:1]) & (ys < boxes[:, 2:3])
     in_x = (xs >= boxes[:, 1:2]) & (xs < boxes[:, 3:4])
     return in_y[:, :, None] & in_x[:, None, :]
 
-def _paste(t: torch.Tensor, inside: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
+def paste_boxes(t: torch.Tensor, inside: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
     "`t` ([B, ..., H, W]) with instance `partner[i]`'s values where `inside[i]` ([B, H, W]) is True."
     inside = inside.view(inside.shape[0], *[1] * (t.ndim - 3), *inside.shape[1:])
     return torch.where(inside, t.index_select(0, partner), t)
@@ -219,10 +219,10 @@ def _cutmix(img_u_w, mask_u, conf_u, partner, p, generator, extra) -> CutMixResu
             raise ValueError(f"`{name}` must be [B, ..., H, W] = [{B}, ..., {H}, {W}] like `img_u_w`, "
                              f"got {tuple(t.shape)}")
     dev = img_u_w.device
-    fired = _draw(torch.rand, (), generator=generator, device=dev) < p
+    fired = draw_random(torch.rand, (), generator=generator, device=dev) < p
     ratio, boxes = _sample_boxes(B, H, W, generator, dev)
-    inside = _box_mask(boxes, H, W)
-    mix = lambda t: _paste(t, inside, partner)
+    inside = box_mask(boxes, H, W)
+    mix = lambda t: paste_boxes(t, inside, partner)
     return CutMixResult(mix(img_u_w), mix(mask_u), mix(conf_u), fired, boxes, partner, ratio, tuple(map(mix, extra)))
 
 # %% ../nbs/04_augment.ipynb #3f5025f6
@@ -246,5 +246,5 @@ def random_cutmix(img_u_w: torch.Tensor, mask_u: torch.Tensor, conf_u: torch.Ten
                   extra: torch.Tensor | Sequence[torch.Tensor] = ()) -> CutMixResult:
     "Plain CutMix of the weak views: partners a random permutation of the batch, fired with probability `p`."
     if not 0 <= p <= 1: raise ValueError(f"`p` must be a probability in [0, 1], got {p!r}")
-    partner = _draw(torch.randperm, img_u_w.shape[0], generator=generator, device=img_u_w.device)
+    partner = draw_random(torch.randperm, img_u_w.shape[0], generator=generator, device=img_u_w.device)
     return _cutmix(img_u_w, mask_u, conf_u, partner, p, generator, extra)

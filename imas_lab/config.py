@@ -94,19 +94,6 @@ class Config:
 
 # %% ../nbs/10_config.ipynb #12ceef25
 PRESETS = {
-    # CPU-sized: the small UNet at 32 px. Like the published runs it starts from a pretrained encoder: "toy" is the
-    # encoder of a disjoint pretext task (imas_lab.pretrain), the toy analogue of ImageNet weights. 4200 steps: the
-    # supervised baseline stops improving after ~1500 while FixMatch and iMAS still rise, and 4200 fit the main job's
-    # 5 minutes on a 2-core CPU. Channels-last makes the CPU step about a fifth faster; the 3 MB of images are decoded
-    # once and kept in memory, and the views are drawn in the training process (num_workers=0): with 2 loader workers
-    # on 2 cores a step took 100-116 ms all-in, in-process 85-94 ms (500 steps, 1/8, iMAS). Selection (seeds 10, 11,
-    # never the check seeds): from random weights SSL trailed the supervised baseline at 1400 steps (1/16 seed 10:
-    # supervised 65.8, FixMatch 63.7, iMAS 59.4); pretrained, 1400 steps: all three 70-71; 2800: supervised 72.5,
-    # FixMatch 75.4, iMAS 79.1; on 1000 train images (imas_lab.toydata.TOY_TRAIN) at 4200 steps, 1/8 seed 10:
-    # supervised 69.9, FixMatch 78.7, iMAS 79.1. The weak view keeps the scale (with the published 0.5-2.0 rescale a
-    # randomly initialised model stayed at the all-background prediction for 1500 steps). tau stays at the published
-    # 0.95. BatchNorm keeps the labeled images' statistics (bn_stats, imas_lab.step): seed 10 at 1/8, 2800 steps:
-    # supervised 74.9, FixMatch 77.4 -> 79.2, iMAS 76.6 -> 79.2.
     "toy": dict(backbone="unet", pretrained="toy", crop_size=32, base_size=32, scale_range=(1.0, 1.0), lr=0.1,
                 max_iters=4200, eval_every=700, val_batch_size=100, channels_last=True, bn_stats="labeled",
                 cache_images=True, num_workers=0),

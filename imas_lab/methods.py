@@ -4,29 +4,28 @@
 
 # %% ../nbs/09a_methods.ipynb #8b0b1d29
 from __future__ import annotations
-from contextlib import nullcontext
 from typing import Callable, NamedTuple
 import torch
 from torch import nn
 from torch.profiler import record_function
 
 from .hardness import pseudo_labels
-from .augment import strong_augment, _draw, _box_mask, _paste
+from .augment import strong_augment, draw_random, box_mask, paste_boxes
 from .losses import supervised_loss
 from .data import normalize
 from .step import (PROFILE_SCOPES, BN_STATS, View, Views, predict_eval, fixmatch_views, imas_views, forward_split,
-                           forward_views, keep_bn_stats, unlabeled_loss, view_losses, weighted_loss, student_views)
+                           forward_views, unlabeled_bn, unlabeled_loss, view_losses, weighted_loss, student_views)
 
 # %% auto #0
 __all__ = ['REGISTRY', 'DEFAULT_METHOD', 'UNIMATCH_WEIGHTS', 'UNIMATCH_BOX_AREA', 'UNIMATCH_BOX_ASPECT', 'UNIMATCH_V2_WEIGHTS',
            'Nets', 'Batch', 'Method', 'register', 'method_names', 'get_method', 'Supervised', 'WeakToStrong',
-           'FixMatch', 'IMAS', 'unimatch_boxes', 'TwoStrongViews', 'UniMatch', 'UniMatchV2']
+           'FixMatch', 'IMAS', 'unimatch_boxes', 'TwoStrongViews', 'UniMatchV2']
 
 # %% ../nbs/09a_methods.ipynb #dadeae20
 class Nets(NamedTuple):
     "The networks of a training step."
-    student: nn.Module  # what the loss flows through: the model, or its DDP / compiled wrapper
-    model: nn.Module    # the bare student (predictions in eval mode)
+    wrapper: nn.Module  # what the loss flows through: the model, or its DDP / compiled wrapper
+    model: nn.Module    # the student network itself (predictions in eval mode)
     teacher: nn.Module  # its EMA
 
 class Batch(NamedTuple):
@@ -91,7 +90,7 @@ class Supervised(Method):
 
     def losses(self, nets: Nets, batch: Batch, generator=None) -> dict:
         "The supervised loss; `loss_u` and `pl_ratio` are 0."
-        loss_x = self.sup_loss(nets.student(batch.img_x), batch.mask_x)
+        loss_x = self.sup_loss(nets.wrapper(batch.img_x), batch.mask_x)
         zero = torch.zeros_like(loss_x)
         return dict(loss=loss_x, loss_x=loss_x, loss_u=zero, pl_ratio=zero)
 
@@ -110,7 +109,7 @@ class WeakToStrong(Method):
         "Steps 1-8: views, one student forward, `loss_x + lambda_u * loss_u`."
         views = self.views(nets, batch.img_u_w01, batch.pad_u, generator)
         trained = self.trained_views(views)
-        out_x, *outs_u = forward_views(nets.student, batch.img_x, [v.img for v in trained], self.bn_stats)
+        out_x, *outs_u = forward_views(nets.wrapper, batch.img_x, [v.img for v in trained], self.bn_stats)
         loss_x = self.sup_loss(out_x, batch.mask_x)
         loss_u = unlabeled_loss(outs_u, trained, self.tau, views.instance_weight)
         pl_ratio = ((views.strong.conf_u >= self.tau) & ~views.strong.ignore).float().mean()
@@ -126,7 +125,7 @@ class FixMatch(WeakToStrong):
 
     def views(self, nets: Nets, img_u_w01, pad_u, generator) -> Views:
         "`fixmatch_views` with this method's CutMix probability."
-        return fixmatch_views(nets.teacher, nets.model, img_u_w01, pad_u, generator, self.cutmix_p)
+        return fixmatch_views(nets.teacher, img_u_w01, pad_u, generator, self.cutmix_p)
 
 @register
 class IMAS(WeakToStrong):
@@ -145,12 +144,12 @@ UNIMATCH_BOX_ASPECT = (0.3, 1 / 0.3)  # its height / width
 
 def unimatch_boxes(B: int, H: int, W: int, p: float, generator=None, device="cpu") -> torch.Tensor:
     "`[B,H,W]` bool: per instance, with probability `p`, a box of 2-40% of the image, aspect 0.3-3.3; else all False."
-    u = _draw(torch.rand, (B, 5), generator=generator, device=torch.device(device))
+    u = draw_random(torch.rand, (B, 5), generator=generator, device=torch.device(device))
     lerp = lambda lo_hi, t: lo_hi[0] + (lo_hi[1] - lo_hi[0]) * t
     area, aspect = lerp(UNIMATCH_BOX_AREA, u[:, 0]) * H * W, lerp(UNIMATCH_BOX_ASPECT, u[:, 1])
     h, w = (area * aspect).sqrt().long().clamp(1, H), (area / aspect).sqrt().long().clamp(1, W)
     y0, x0 = (u[:, 2] * (H - h + 1)).long(), (u[:, 3] * (W - w + 1)).long()
-    return _box_mask(torch.stack([y0, x0, y0 + h, x0 + w], 1), H, W) & (u[:, 4] < p)[:, None, None]
+    return box_mask(torch.stack([y0, x0, y0 + h, x0 + w], 1), H, W) & (u[:, 4] < p)[:, None, None]
 
 # %% ../nbs/09a_methods.ipynb #0f70f6cd
 class TwoStrongViews(Method):
@@ -160,7 +159,7 @@ class TwoStrongViews(Method):
 
     def partners(self, B: int, generator, device) -> torch.Tensor:
         "`partner[i]`, the image whose strong view image `i`'s boxes show: a shuffle of the batch."
-        return _draw(torch.randperm, B, generator=generator, device=device)
+        return draw_random(torch.randperm, B, generator=generator, device=device)
 
     def strong_views(self, img_u_w01, generator) -> tuple[list[torch.Tensor], torch.Tensor, list[torch.Tensor]]:
         "Two normalised strong views, each CutMixed from partner `partner[i]`; and the boxes (`[B,H,W]` bool)."
@@ -168,32 +167,19 @@ class TwoStrongViews(Method):
         partner = self.partners(B, generator, img_u_w01.device)
         with record_function(PROFILE_SCOPES["augment"]):
             boxes = [unimatch_boxes(B, H, W, self.cutmix_p, generator, img_u_w01.device) for _ in range(2)]
-            imgs = [_paste(normalize(strong_augment(img_u_w01, generator=generator)[0]), box, partner) for box in boxes]
+            imgs = [paste_boxes(normalize(strong_augment(img_u_w01, generator=generator)[0]), box, partner) for box in boxes]
         return imgs, partner, boxes
 
-    def strong_targets(self, imgs_s, boxes, partner, mask_u, conf_u, pad_u, weights) -> list[View]:
-        "A `View` per strong image: the weak view's targets, the partner's inside its box; the loss weights `weights`."
-        mixed = lambda box, t: _paste(t, box, partner)
-        return [View(img=img, mask_u=mixed(box, mask_u), conf_u=mixed(box, conf_u), ignore=mixed(box, pad_u),
-                     weight=torch.tensor(w, device=img.device)) for img, box, w in zip(imgs_s, boxes, weights)]
-
-@register
-class UniMatch(TwoStrongViews):
-    "UniMatch (Yang et al., CVPR 2023): two CutMix strong views and a feature-perturbed weak view, no EMA teacher."
-    name, report = "unimatch", "student"
-
-    def forward(self, student, img_x, img_u_w, imgs_s) -> list[dict]:
+    def forward(self, wrapper, img_x, img_u_w, imgs_s) -> list[dict]:
         "The student on the labeled and weak images (the weak view also feature-perturbed), then on both strong views."
-        if self.bn_stats == "joint":
-            return [*forward_split(student, [img_x, img_u_w], fp=True), *forward_split(student, imgs_s)]
-        out_x = student(img_x)
-        with keep_bn_stats(student): return [out_x, student(img_u_w, fp=True), *forward_split(student, imgs_s)]
+        out_x, out_w = forward_views(wrapper, img_x, [img_u_w], self.bn_stats, fp=True)
+        with unlabeled_bn(wrapper, self.bn_stats): return [out_x, out_w, *forward_split(wrapper, imgs_s)]
 
     def losses(self, nets: Nets, batch: Batch, generator) -> dict:
         "`(loss_x + lambda_u * (0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp)) / 2`, the targets the student's weak prediction."
         img_u_w, pad_u = normalize(batch.img_u_w01), batch.pad_u
         imgs_s, partner, boxes = self.strong_views(batch.img_u_w01, generator)
-        out_x, out_w, *outs_s = self.forward(nets.student, batch.img_x, img_u_w, imgs_s)
+        out_x, out_w, *outs_s = self.forward(nets.wrapper, batch.img_x, img_u_w, imgs_s)
         mask_u, conf_u = pseudo_labels(out_w["out"].detach())
         *w_s, w_fp = UNIMATCH_WEIGHTS
         views = self.strong_targets(imgs_s, boxes, partner, mask_u, conf_u, pad_u, w_s)
@@ -218,17 +204,16 @@ class UniMatchV2(TwoStrongViews):
         "The batch reversed, the release's `flip(0)`: image `i` shows image `B - 1 - i` in its boxes."
         return torch.arange(B - 1, -1, -1, device=device)
 
-    def forward(self, student, img_x, imgs_s) -> list[dict]:
+    def forward(self, wrapper, img_x, imgs_s) -> list[dict]:
         "The student on the labeled images, then on both strong views in one batch under complementary dropout."
-        out_x = student(img_x)
-        with keep_bn_stats(student) if self.bn_stats == "labeled" else nullcontext():
-            return [out_x, *forward_split(student, imgs_s, comp_drop=True)]
+        out_x = wrapper(img_x)
+        with unlabeled_bn(wrapper, self.bn_stats): return [out_x, *forward_split(wrapper, imgs_s, comp_drop=True)]
 
     def losses(self, nets: Nets, batch: Batch, generator) -> dict:
         "`(loss_x + lambda_u * (L_s1 + L_s2) / 2) / (1 + lambda_u)`, the targets the EMA teacher's on the weak view."
         mask_u, conf_u = pseudo_labels(predict_eval(nets.teacher, normalize(batch.img_u_w01)))
         imgs_s, partner, boxes = self.strong_views(batch.img_u_w01, generator)
-        out_x, *outs_s = self.forward(nets.student, batch.img_x, imgs_s)
+        out_x, *outs_s = self.forward(nets.wrapper, batch.img_x, imgs_s)
         views = self.strong_targets(imgs_s, boxes, partner, mask_u, conf_u, batch.pad_u, UNIMATCH_V2_WEIGHTS)
         loss_s1, loss_s2 = (unlabeled_loss([o], [v], self.tau) for o, v in zip(outs_s, views))
         loss_u = views[0].weight * loss_s1 + views[1].weight * loss_s2

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_step.ipynb #3d6c1ab1
 from __future__ import annotations
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
 import torch
 from torch import nn
@@ -17,8 +17,8 @@ from .data import normalize
 
 # %% auto #0
 __all__ = ['PROFILE_SCOPES', 'BN_STATS', 'View', 'Views', 'predict_eval', 'strong_and_cutmix', 'fixmatch_views', 'imas_views',
-           'forward_split', 'view_losses', 'weighted_loss', 'unlabeled_loss', 'keep_bn_stats', 'forward_views',
-           'student_views']
+           'forward_split', 'view_losses', 'weighted_loss', 'unlabeled_loss', 'keep_bn_stats', 'unlabeled_bn',
+           'forward_views', 'student_views']
 
 # %% ../nbs/09_step.ipynb #a943c8c0
 class View(NamedTuple):
@@ -53,7 +53,7 @@ def strong_and_cutmix(img_u_s, mask_u, conf_u, pad_u, mix, **kw) -> Views:
     cutmix = View(img=mix.img, mask_u=mix.mask_u, conf_u=mix.conf_u, ignore=mix.extra[0], weight=mix.fired.float())
     return Views(strong=strong, cutmix=cutmix, **kw)
 
-def fixmatch_views(teacher, student, img_u_w01, pad_u, generator, cutmix_p: float = 0.5) -> Views:
+def fixmatch_views(teacher, img_u_w01, pad_u, generator, cutmix_p: float = 0.5) -> Views:
     "Steps 1, 3-6 of a FixMatch-style method: pseudo-labels, strong view, plain CutMix."
     img_u_w = normalize(img_u_w01)
     mask_u, conf_u = pseudo_labels(predict_eval(teacher, img_u_w))
@@ -63,10 +63,10 @@ def fixmatch_views(teacher, student, img_u_w01, pad_u, generator, cutmix_p: floa
     return strong_and_cutmix(img_u_s, mask_u, conf_u, pad_u, mix)
 
 # %% ../nbs/09_step.ipynb #9a0ac9ee
-def imas_views(teacher, student, img_u_w01, pad_u, generator, tau: float = 0.95, ignore_background: bool = True) -> Views:
+def imas_views(teacher, model, img_u_w01, pad_u, generator, tau: float = 0.95, ignore_background: bool = True) -> Views:
     "Steps 1-6 of iMAS: hardness, pseudo-labels, adaptive strong view, hardness CutMix."
     img_u_w = normalize(img_u_w01)
-    logits_t, logits_s = predict_eval(teacher, img_u_w), predict_eval(student, img_u_w)
+    logits_t, logits_s = predict_eval(teacher, img_u_w), predict_eval(model, img_u_w)  # the student's: `model`
     with record_function(PROFILE_SCOPES["hardness"]):
         (a, conf_s), (mask_u, conf_u) = pseudo_labels(logits_s), pseudo_labels(logits_t)  # the teacher's: the targets too
         hard = hardness_from_labels(a, conf_s, mask_u, conf_u, logits_t.shape[1], tau, ignore_background)
@@ -76,9 +76,9 @@ def imas_views(teacher, student, img_u_w01, pad_u, generator, tau: float = 0.95,
     return strong_and_cutmix(img_u_s, mask_u, conf_u, pad_u, mix, instance_weight=hard.easiness, hardness=hard)
 
 # %% ../nbs/09_step.ipynb #f77d4259
-def forward_split(student, imgs: list[torch.Tensor], **kwargs) -> list[dict]:
-    "One student forward on the concatenated `imgs` (`kwargs` passed on); its output dict split back per input."
-    out = student(torch.cat(imgs), **kwargs)
+def forward_split(wrapper, imgs: list[torch.Tensor], **kwargs) -> list[dict]:
+    "One forward of `wrapper` on the concatenated `imgs` (`kwargs` passed on); its output dict split back per input."
+    out = wrapper(torch.cat(imgs), **kwargs)
     sizes = [len(i) for i in imgs]
     return [dict(zip(out, parts)) for parts in zip(*(o.split(sizes) for o in out.values()))]
 
@@ -108,12 +108,18 @@ def keep_bn_stats(model: nn.Module):
     finally:
         for m, mom in zip(bns, momenta): m.momentum = mom
 
-def forward_views(student, img_x: torch.Tensor, imgs_u: list[torch.Tensor], bn_stats: str = "joint") -> list[dict]:
-    "Step 6: the student's outputs on `img_x` and each unlabeled view; `bn_stats`: 'joint' (one batch) or 'labeled'."
-    if bn_stats == "joint": return forward_split(student, [img_x, *imgs_u])
-    if bn_stats != "labeled": raise ValueError(f"bn_stats={bn_stats!r} is not one of {BN_STATS}")
-    out_x = student(img_x)
-    with keep_bn_stats(student): return [out_x, *forward_split(student, imgs_u)]
+def unlabeled_bn(wrapper, bn_stats: str = "joint"):
+    "The context of forwards of unlabeled views alone: `keep_bn_stats` under `bn_stats='labeled'`, else none."
+    if bn_stats not in BN_STATS: raise ValueError(f"bn_stats={bn_stats!r} is not one of {BN_STATS}")
+    return keep_bn_stats(wrapper) if bn_stats == "labeled" else nullcontext()
+
+def forward_views(wrapper, img_x: torch.Tensor, imgs_u: list[torch.Tensor], bn_stats: str = "joint",
+                  **kwargs) -> list[dict]:
+    "Step 6: outputs on `img_x` and each unlabeled view; `bn_stats`: 'joint' (one batch) or 'labeled' (`kwargs`: the views')."
+    if bn_stats == "joint": return forward_split(wrapper, [img_x, *imgs_u], **kwargs)
+    unlabeled = unlabeled_bn(wrapper, bn_stats)  # raises for an unknown bn_stats, before any forward
+    out_x = wrapper(img_x)
+    with unlabeled: return [out_x, *forward_split(wrapper, imgs_u, **kwargs)]
 
 # %% ../nbs/09_step.ipynb #cc261563
 def student_views(views: Views) -> list[View]:

@@ -19,7 +19,7 @@ from .step import (PROFILE_SCOPES, BN_STATS, View, Views, predict_eval, fixmatch
 # %% auto #0
 __all__ = ['REGISTRY', 'DEFAULT_METHOD', 'UNIMATCH_WEIGHTS', 'UNIMATCH_BOX_AREA', 'UNIMATCH_BOX_ASPECT', 'UNIMATCH_V2_WEIGHTS',
            'Nets', 'Batch', 'Method', 'register', 'method_names', 'get_method', 'Supervised', 'WeakToStrong',
-           'FixMatch', 'IMAS', 'unimatch_boxes', 'TwoStrongViews', 'UniMatchV2']
+           'FixMatch', 'IMAS', 'unimatch_boxes', 'TwoStrongViews', 'UniMatch', 'UniMatchV2']
 
 # %% ../nbs/09a_methods.ipynb #dadeae20
 class Nets(NamedTuple):
@@ -169,6 +169,17 @@ class TwoStrongViews(Method):
             boxes = [unimatch_boxes(B, H, W, self.cutmix_p, generator, img_u_w01.device) for _ in range(2)]
             imgs = [paste_boxes(normalize(strong_augment(img_u_w01, generator=generator)[0]), box, partner) for box in boxes]
         return imgs, partner, boxes
+
+    def strong_targets(self, imgs_s, boxes, partner, mask_u, conf_u, pad_u, weights) -> list[View]:
+        "A `View` per strong image: the weak view's targets, the partner's inside its box; the loss weights `weights`."
+        mixed = lambda box, t: paste_boxes(t, box, partner)
+        return [View(img=img, mask_u=mixed(box, mask_u), conf_u=mixed(box, conf_u), ignore=mixed(box, pad_u),
+                     weight=torch.tensor(w, device=img.device)) for img, box, w in zip(imgs_s, boxes, weights)]
+
+@register
+class UniMatch(TwoStrongViews):
+    "UniMatch (Yang et al., CVPR 2023): two CutMix strong views and a feature-perturbed weak view, no EMA teacher."
+    name, report = "unimatch", "student"
 
     def forward(self, wrapper, img_x, img_u_w, imgs_s) -> list[dict]:
         "The student on the labeled and weak images (the weak view also feature-perturbed), then on both strong views."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_encoders.ipynb #11012935
 from __future__ import annotations
-import os, warnings
+import importlib, os, warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -13,8 +13,8 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 # %% auto #0
-__all__ = ['ENCODERS', 'Encoder', 'register_encoder', 'encoder_names', 'get_encoder', 'refuse_settings', 'read_checkpoint',
-           'unwrap_model', 'BackboneLoad', 'load_into']
+__all__ = ['ENCODERS', 'ENCODER_MODULES', 'Encoder', 'register_encoder', 'encoder_names', 'get_encoder', 'refuse_settings',
+           'read_checkpoint', 'unwrap_model', 'BackboneLoad', 'load_into']
 
 # %% ../nbs/06_encoders.ipynb #4381671e
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class Encoder:
 
 # %% ../nbs/06_encoders.ipynb #be03027b
 ENCODERS: dict[str, Encoder] = {}
+ENCODER_MODULES = ["imas_lab.model", "imas_lab.vit"]  # modules that register encoders when imported
 
 def register_encoder(encoder: Encoder) -> Encoder:
     "Make `encoder` available as `backbone=encoder.name` (or any name under a family prefix)."
@@ -39,11 +40,14 @@ def encoder_names() -> tuple[str, ...]:
 
 def get_encoder(backbone: str) -> Encoder:
     "The `Encoder` registered for `backbone`: its own name, else the family prefix it starts with."
+    if backbone not in ENCODERS:  # the encoder modules register on import: import them once, on the first miss
+        for module in ENCODER_MODULES: importlib.import_module(module)
     if backbone in ENCODERS: return ENCODERS[backbone]
     family = [p for p in ENCODERS if p.endswith("/") and backbone.startswith(p) and len(backbone) > len(p)]
     if family: return ENCODERS[max(family, key=len)]
     raise ValueError(f"backbone={backbone!r} is not one of {encoder_names()} (a name ending in '/' takes any model "
-                     f"after it; the DINOv2 encoders register when imas_lab.vit is imported)")
+                     f"after it; a module of your own registers its encoders when imported, or when listed in "
+                     f"imas_lab.encoders.ENCODER_MODULES)")
 
 # %% ../nbs/06_encoders.ipynb #e2a60bcd
 def refuse_settings(backbone: str, **settings):

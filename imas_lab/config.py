@@ -110,7 +110,7 @@ PRESETS = {
 # %% ../nbs/10_config.ipynb #3d2b129e
 PRESETS["camvid"] = dict(backbone="timm/efficientnet_lite0", pretrained="imagenet", output_stride=16, inner_channels=96,
                          low_channels=32, crop_size=160, base_size=480, scale_range=(0.5, 1.0), batch_size=4,
-                         lr=0.01, head_lr_mult=1.0, weight_decay=1e-4, max_iters=2000, eval_every=500,
+                         lr=0.01, head_lr_mult=1.0, weight_decay=1e-4, max_iters=500, eval_every=250,
                          ignore_background=False, channels_last=True, cache_images=True, num_workers=0)
 
 # %% ../nbs/10_config.ipynb #866cc7e6

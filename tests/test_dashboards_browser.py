@@ -94,7 +94,7 @@ def test_readme_voila_command(checkout, browser, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 3400})
         page.goto(f"http://127.0.0.1:{port}/", timeout=120_000, wait_until="commit")  # Voila streams the outputs
         shot = Path(os.environ.get("IMAS_LAB_SCREENSHOT", tmp_path / "voila.png"))
-        check(page, "document.body.innerText.includes('Augmentation explorer') && "
+        check(page, "document.body && document.body.innerText.includes('Augmentation explorer') && "
                     f"document.querySelectorAll('{IMAGES}').length >= 5", "the three dashboards", shot.with_suffix(".fail.png"), log)
         body = page.inner_text("body")
         for title in ("Hardness", "Augmentation explorer", "Pseudo-labels", "kept", "re-roll"): assert title in body
@@ -102,7 +102,7 @@ def test_readme_voila_command(checkout, browser, tmp_path):
         assert page.locator(".widget-slider").count() >= 4 and "Loading widget" not in body
         caption = page.locator("text=strong ops:").inner_text()
         page.get_by_role("button", name="re-roll").click()                # the kernel behind the page answers
-        check(page, f"!document.body.innerText.includes({caption!r})", "a re-rolled view", shot.with_suffix(".fail.png"), log, 60_000)
+        check(page, f"document.body && !document.body.innerText.includes({caption!r})", "a re-rolled view", shot.with_suffix(".fail.png"), log, 60_000)
         page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 50_000
 
@@ -160,29 +160,3 @@ def test_jupyterlab_run_all(checkout, browser, tmp_path, toy_root):
         assert summary.exists(), f"no {summary}; server log:\n{log.read_text()[-3000:]}"
         assert json.loads(summary.read_text())["iters"] == 4 and not (checkout / "nbs" / "runs").exists()
 
-
-def test_voila_on_a_camvid_run(camvid, browser, tmp_path):
-    "The three dashboards in Voila on a small CamVid run (real street photographs, SegNet's colours), and they answer."
-    pytest.importorskip("voila")
-    from imas_lab.dashboards import demo_run
-    ck = tmp_path / "checkout"
-    (ck / "nbs").mkdir(parents=True)
-    shutil.copy(ROOT / "settings.ini", ck); shutil.copy(ROOT / "nbs" / "dashboards.ipynb", ck / "nbs")
-    run = demo_run(ck / "runs" / "camvid-1_8-imas-s0", camvid, max_iters=2, dataset="camvid", backbone="mobilenet_v3_small",
-                   inner_channels=16, low_channels=8, crop_size=64, batch_size=2, pretrained=False, cache_images=False)
-    log = tmp_path / "voila.log"
-    with serve(f"env IMAS_LAB_RUN_DIR={run} voila nbs/dashboards.ipynb --no-browser --port={{port}} --Voila.ip=127.0.0.1",
-               ck, log) as port:
-        page = browser.new_page(viewport={"width": 1400, "height": 3400})
-        page.goto(f"http://127.0.0.1:{port}/", timeout=120_000, wait_until="commit")
-        shot = tmp_path / "voila-camvid.png"
-        check(page, "document.body.innerText.includes('Augmentation explorer') && "
-                    f"document.querySelectorAll('{IMAGES}').length >= 5", "the three dashboards on CamVid",
-              shot.with_suffix(".fail.png"), log)
-        body = page.inner_text("body")
-        assert str(run) in body and "Loading widget" not in body and "Traceback" not in body, body[:2000]
-        caption = page.locator("text=strong ops:").inner_text()
-        page.get_by_role("button", name="re-roll").click()
-        check(page, f"!document.body.innerText.includes({caption!r})", "a re-rolled CamVid view", shot.with_suffix(".fail.png"), log, 60_000)
-        page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 50_000

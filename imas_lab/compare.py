@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_compare.ipynb #dc59fa1c
 from __future__ import annotations
-import argparse, glob, itertools, re
+import argparse, glob, itertools, json, re
 from pathlib import Path
 import pandas as pd
 import matplotlib.pyplot as plt
@@ -16,7 +16,8 @@ from .rundir import RunDir
 
 # %% auto #0
 __all__ = ['RUN_COLUMNS', 'IMAS_LOG_COLUMNS', 'SETTING', 'RUN_VIEW', 'find_runs', 'compare_runs', 'plot_runs', 'read_imas_log',
-           'summarize', 'paired_diff', 'markdown_table', 'frame_markdown', 'sweep_plan', 'sweep', 'parser', 'main']
+           'summarize', 'paired_diff', 'per_class_iou', 'markdown_table', 'frame_markdown', 'sweep_plan', 'sweep',
+           'parser', 'main']
 
 # %% ../nbs/13_compare.ipynb #2656f665
 def _expand(item) -> list[Path]:
@@ -37,9 +38,11 @@ RUN_COLUMNS = ["dataset", "split", "method", "seed", "reported", "best_miou", "f
                "eval_protocol", "split_hash", "best_miou_teacher", "final_miou_teacher", "best_miou_student",
                "final_miou_student", "path"]  # eval_protocol, split_hash: see imas_lab.records (missing in runs made before)
 
+def _summary(path) -> dict: return json.loads(RunDir(path).summary.read_text())
+
 def compare_runs(paths_or_glob) -> pd.DataFrame:
     "One row per finished run (columns `RUN_COLUMNS`), sorted by dataset, split, method and seed."
-    rows = [{**RunDir(p).read()["summary"], "path": str(p)} for p in find_runs(paths_or_glob)]
+    rows = [{**_summary(p), "path": str(p)} for p in find_runs(paths_or_glob)]
     table = pd.DataFrame(rows, columns=RUN_COLUMNS)
     return table.sort_values(["dataset", "split", "method", "seed"], ignore_index=True)
 
@@ -104,6 +107,12 @@ def paired_diff(table: pd.DataFrame, a: str = "imas", b: str = "fixmatch", value
     if not {a, b} <= set(wide.columns): return pd.DataFrame(columns=["dataset", "split", "seed", a, b, "diff"])
     wide = wide[[a, b]].dropna()
     return wide.assign(diff=wide[a] - wide[b]).reset_index().rename_axis(columns=None)
+
+# %% ../nbs/13_compare.ipynb #2fd5d514
+def per_class_iou(table: pd.DataFrame) -> pd.DataFrame:
+    "Mean over seeds of each class's IoU (a column per class) per dataset, split and method of a `compare_runs` table."
+    rows = [{**r[SETTING], **_summary(r["path"])["per_class_iou"]} for _, r in table.iterrows()]
+    return pd.DataFrame(rows).groupby(SETTING, sort=False).mean().reset_index()
 
 # %% ../nbs/13_compare.ipynb #da3ce7b5
 def _cell(r: pd.Series) -> str:
@@ -182,6 +191,9 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--csv", help="also write every run's row to this CSV file")
         q.add_argument("--plot", help="also save the runs' learning curves (`plot_runs`) to this image file")
         q.add_argument("--value", default="final_miou", help="the summary value the Markdown table shows")
+        q.add_argument("--paired", type=_csv_list(str), default=[], metavar="A-B,...",
+                       help="also print the per-seed differences of method A minus method B")
+        q.add_argument("--per_class", action="store_true", help="also print the mean per-class IoU of each setting")
     return p
 
 def main(argv: list[str] | None = None):
@@ -192,6 +204,8 @@ def main(argv: list[str] | None = None):
     if a.csv: table.to_csv(a.csv, index=False)
     if a.plot: fig = plot_runs(table); fig.savefig(a.plot, dpi=120, bbox_inches="tight"); plt.close(fig)
     print(markdown_table(table, a.value), "", frame_markdown(table[RUN_VIEW]), sep="\n")
+    for pair in a.paired: print("", frame_markdown(paired_diff(table, *pair.split("-"), value=a.value)), sep="\n")
+    if a.per_class: print("", frame_markdown(per_class_iou(table)), sep="\n")
 
 # %% ../nbs/13_compare.ipynb #84555823
 #| eval: false

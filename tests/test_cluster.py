@@ -31,13 +31,24 @@ def files(run):
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted(Path(run).rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
+def preemptible_args(toy_root, run):
+    return [*tiny_args(toy_root, run, method="imas"), "--max_iters", "60", "--eval_every", "20", "--checkpoint_every", "20",
+            "--resume", "auto"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(toy_root, tmp_path_factory):
+    "The run the preempted ones must equal, made once: `--resume auto` in an empty run dir is a fresh start."
+    full = tmp_path_factory.mktemp("preempt") / "full"
+    done = cli(*preemptible_args(toy_root, full))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return full
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR1])
-def test_preempted_run_requeues_exactly(tmp_path, toy_root, sig):
+def test_preempted_run_requeues_exactly(tmp_path, toy_root, uninterrupted, sig):
     "A signal ends the run after its step with a checkpoint of that step and exit 75; `--resume auto` continues it exactly."
-    run_args = lambda name: [*tiny_args(toy_root, tmp_path / name, method="imas"), "--max_iters", "60", "--eval_every",
-                             "20", "--checkpoint_every", "20", "--resume", "auto"]
-    full = cli(*run_args("full"))  # resume auto in an empty run dir: a fresh start
-    assert full.returncode == 0, full.stderr[-3000:]
+    run_args = lambda name: preemptible_args(toy_root, tmp_path / name)
     proc = start(*run_args("cut"))
     last = tmp_path / "cut" / "checkpoints" / "last.pt"
     wait_for(last.exists, proc)
@@ -52,21 +63,21 @@ def test_preempted_run_requeues_exactly(tmp_path, toy_root, sig):
     assert not (tmp_path / "cut" / "summary.json").exists()
     requeued = cli(*run_args("cut"))  # what a requeue script runs: the same line
     assert requeued.returncode == 0, requeued.stderr[-3000:]
-    a, b = teacher_of(tmp_path / "full"), teacher_of(tmp_path / "cut")
+    a, b = teacher_of(uninterrupted), teacher_of(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
     drop = lambda p: pd.read_csv(p).drop(columns="seconds")
-    pd.testing.assert_frame_equal(drop(tmp_path / "full" / "metrics.csv"), drop(tmp_path / "cut" / "metrics.csv"))
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "full" / "hardness.csv"), pd.read_csv(tmp_path / "cut" / "hardness.csv"))
+    pd.testing.assert_frame_equal(drop(uninterrupted / "metrics.csv"), drop(tmp_path / "cut" / "metrics.csv"))
+    pd.testing.assert_frame_equal(pd.read_csv(uninterrupted / "hardness.csv"), pd.read_csv(tmp_path / "cut" / "hardness.csv"))
     again = cli(*run_args("cut"))  # a requeue after the end changes nothing that was written
     assert again.returncode == 0, again.stderr[-3000:]
     assert json.loads((tmp_path / "cut" / "summary.json").read_text())["final_miou"] == \
-           json.loads((tmp_path / "full" / "summary.json").read_text())["final_miou"]
+           json.loads((uninterrupted / "summary.json").read_text())["final_miou"]
 
 
 def test_one_writer_per_run_dir(tmp_path, toy_root):
     "A second process on a live run's dir is refused naming the holder; the lock of a killed run is taken over."
     run = tmp_path / "run"
-    args = [*tiny_args(toy_root, run), "--max_iters", "1000", "--eval_every", "500", "--checkpoint_every", "20"]
+    args = [*tiny_args(toy_root, run), "--max_iters", "400", "--eval_every", "200", "--checkpoint_every", "20"]
     proc = start(*args)
     last, lock = run / "checkpoints" / "last.pt", run / ".lock"
     wait_for(last.exists, proc)
@@ -80,7 +91,7 @@ def test_one_writer_per_run_dir(tmp_path, toy_root):
     resumed = cli(*args, "--resume", "auto")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "taking over the lock" in resumed.stderr and f"pid {proc.pid}" in resumed.stderr, resumed.stderr[-3000:]
-    assert lock.read_text() == "" and json.loads((run / "summary.json").read_text())["iters"] == 1000
+    assert lock.read_text() == "" and json.loads((run / "summary.json").read_text())["iters"] == 400
 
 
 def tiny_run(toy_root, run, **kw):
@@ -156,7 +167,7 @@ def test_dead_rank_ends_the_run_resumably(tmp_path, toy_root):
     psutil = pytest.importorskip("psutil")
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "imas_lab.train",
-           *tiny_args(toy_root, run), "--max_iters", "200", "--eval_every", "100", "--checkpoint_every", "10",
+           *tiny_args(toy_root, run), "--max_iters", "100", "--eval_every", "50", "--checkpoint_every", "10",
            "--resume", "auto"]
     env = {**ENV, "IMAS_LAB_DIST_TIMEOUT": "30"}
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
@@ -168,7 +179,7 @@ def test_dead_rank_ends_the_run_resumably(tmp_path, toy_root):
     _, err = proc.communicate(timeout=180)
     assert proc.returncode != 0 and time.time() - t0 < 120, err[-3000:]
     from imas_lab.checkpoint import read_checkpoint
-    assert read_checkpoint(run / "checkpoints" / "last.pt")[0]["iter"] < 200
+    assert read_checkpoint(run / "checkpoints" / "last.pt")[0]["iter"] < 100
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert json.loads((run / "summary.json").read_text())["iters"] == 200
+    assert json.loads((run / "summary.json").read_text())["iters"] == 100

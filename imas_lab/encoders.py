@@ -13,8 +13,8 @@ from torch import nn
 from torch.nn.modules.utils import consume_prefix_in_state_dict_if_present
 
 # %% auto #0
-__all__ = ['ENCODERS', 'ENCODER_MODULES', 'Encoder', 'register_encoder', 'encoder_names', 'get_encoder', 'refuse_settings',
-           'read_checkpoint', 'unwrap_model', 'BackboneLoad', 'load_into']
+__all__ = ['ENCODERS', 'ENCODER_MODULES', 'Encoder', 'register_encoder', 'import_encoder_modules', 'encoder_names', 'get_encoder',
+           'refuse_settings', 'read_checkpoint', 'unwrap_model', 'BackboneLoad', 'load_into']
 
 # %% ../nbs/06_encoders.ipynb #4381671e
 @dataclass(frozen=True)
@@ -34,14 +34,18 @@ def register_encoder(encoder: Encoder) -> Encoder:
     ENCODERS[encoder.name] = encoder
     return encoder
 
+def import_encoder_modules():
+    "Import the modules of `ENCODER_MODULES`: each registers its encoders (a second import costs nothing)."
+    for module in ENCODER_MODULES: importlib.import_module(module)
+
 def encoder_names() -> tuple[str, ...]:
-    "The registered backbone names and family prefixes, in registration order."
+    "Every backbone name and family prefix (those of `ENCODER_MODULES` included), in registration order."
+    import_encoder_modules()
     return tuple(ENCODERS)
 
 def get_encoder(backbone: str) -> Encoder:
     "The `Encoder` registered for `backbone`: its own name, else the family prefix it starts with."
-    if backbone not in ENCODERS:  # the encoder modules register on import: import them once, on the first miss
-        for module in ENCODER_MODULES: importlib.import_module(module)
+    if backbone not in ENCODERS: import_encoder_modules()  # on the first miss only: importing timm is not free
     if backbone in ENCODERS: return ENCODERS[backbone]
     family = [p for p in ENCODERS if p.endswith("/") and backbone.startswith(p) and len(backbone) > len(p)]
     if family: return ENCODERS[max(family, key=len)]

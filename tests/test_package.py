@@ -35,7 +35,7 @@ def test_clean_keeps_parameters_tag():
 def test_readme_names_install_and_test_commands():
     lines = (ROOT / 'README.md').read_text().splitlines()
     assert 'pip install -e ".[dev]"' in lines
-    assert 'nbdev_test && pytest tests' in lines
+    assert 'OMP_NUM_THREADS=1 nbdev_test && pytest tests' in lines
 
 
 def test_every_module_comes_from_a_notebook():

@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_compare.ipynb #dc59fa1c
 from __future__ import annotations
-import argparse, glob, itertools, json, re
+import argparse, glob, itertools, re
 from pathlib import Path
 import pandas as pd
 import matplotlib.pyplot as plt
@@ -38,7 +38,7 @@ RUN_COLUMNS = ["dataset", "split", "method", "seed", "reported", "best_miou", "f
                "eval_protocol", "split_hash", "best_miou_teacher", "final_miou_teacher", "best_miou_student",
                "final_miou_student", "path"]  # eval_protocol, split_hash: see imas_lab.records (missing in runs made before)
 
-def _summary(path) -> dict: return json.loads(RunDir(path).summary.read_text())
+def _summary(path) -> dict: return RunDir(path).read(["summary"])["summary"]
 
 def compare_runs(paths_or_glob) -> pd.DataFrame:
     "One row per finished run (columns `RUN_COLUMNS`), sorted by dataset, split, method and seed."
@@ -61,7 +61,7 @@ def plot_runs(table: pd.DataFrame, metric: str = "miou_teacher", references: dic
         rows = table[table["split"] == split]
         for method in _method_order(rows["method"]):
             paths = rows[rows["method"] == method]["path"]
-            curves = [RunDir(p).read()["metrics"].set_index("iter")[metric] for p in paths]
+            curves = [RunDir(p).read(["metrics"])["metrics"].set_index("iter")[metric] for p in paths]
             for c in curves: ax.plot(c.index, c.values, color=colours[method], alpha=.3, lw=1)
             mean = pd.concat(curves, axis=1).mean(axis=1)
             ax.plot(mean.index, mean.values, color=colours[method], lw=2.2, label=f"{method} (mean of {len(curves)})")

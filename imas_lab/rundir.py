@@ -119,12 +119,12 @@ def _write_summary(self: RunDir, summary: dict):
     "Write `summary.json`."
     self.summary.write_text(json.dumps(summary, indent=1))
 
-def _read(self: RunDir) -> dict:
-    "`{'metrics', 'hardness'}` DataFrames (empty when absent) and `'summary'` (a dict, or None)."
-    read = lambda p, cols: pd.read_csv(p) if p.exists() else pd.DataFrame(columns=cols)
-    summary = json.loads(self.summary.read_text()) if self.summary.exists() else None
-    return dict(metrics=read(self.metrics, METRIC_COLUMNS), hardness=read(self.hardness, HARDNESS_COLUMNS),
-                summary=summary)
+def _read(self: RunDir, parts=("metrics", "hardness", "summary")) -> dict:
+    "`parts` of `{'metrics', 'hardness'}` DataFrames (empty when absent) and `'summary'` (a dict, or None)."
+    table = lambda p, cols: lambda: pd.read_csv(p) if p.exists() else pd.DataFrame(columns=cols)
+    readers = dict(metrics=table(self.metrics, METRIC_COLUMNS), hardness=table(self.hardness, HARDNESS_COLUMNS),
+                   summary=lambda: json.loads(self.summary.read_text()) if self.summary.exists() else None)
+    return {k: readers[k]() for k in parts}  # the hardness log can be large: read it only when asked
 RunDir.write_summary, RunDir.read = _write_summary, _read
 
 # %% ../nbs/10c_rundir.ipynb #06acf4c4

@@ -281,7 +281,7 @@ class Run:
                             dataset=cfg.dataset, split_source=self.loaders.split.source,
                             split_family=cfg.split_family if cfg.splits_dir else None,
                             split_hash=split_hash(self.loaders.split.labeled), eval_protocol=eval_protocol(cfg),
-                            **both_models(pd.read_csv(self.run.metrics) if self.run.metrics.exists() else pd.DataFrame()))
+                            **both_models(self.run.read(["metrics"])["metrics"]))
         if self.is_main: self.write_outputs()
         return self.summary
 

@@ -11,7 +11,7 @@ from matplotlib.patches import Rectangle
 import ipywidgets as W
 from fastcore.basics import patch
 
-from .core import BACKGROUND, IGNORE_INDEX
+from .core import IGNORE_INDEX
 from .config import resolve_config
 from .data import SegData, build_dataset
 from .hardness import pseudo_labels
@@ -20,7 +20,7 @@ from .loaders import Draw, SegDataset, weak_transform
 from .dashboards import Dashboard, RunData, colourize, class_legend
 
 # %% auto #0
-__all__ = ['AugmentExplorer', 'PseudoLabelViewer']
+__all__ = ['SAMPLE_PIXELS', 'AugmentExplorer', 'PseudoLabelViewer']
 
 # %% ../nbs/15a_explorers.ipynb #818179d8
 class AugmentExplorer(Dashboard):
@@ -105,11 +105,14 @@ def reroll(self: AugmentExplorer):
     self.render()
 
 # %% ../nbs/15a_explorers.ipynb #ddb02051
+SAMPLE_PIXELS = 2**21  # PseudoLabelViewer's default sample: 64 toy images of 32 px, 12 CamVid photos of 360x480
+
 class PseudoLabelViewer(Dashboard):
     "The teacher's pseudo-labels and kept pixels on a run's unlabeled images, with a tau slider."
-    def __init__(self, source, data: SegData | None = None, device="cpu", n_sample: int = 64):
+    def __init__(self, source, data: SegData | None = None, device="cpu", n_sample: int | None = None):
         self.rd, self.figures = RunData(source, data, device), {}
-        self.ids = self.rd.unlabeled_ids()
+        self.ids, self.background = self.rd.unlabeled_ids(), self.rd.data.background
+        if n_sample is None: n_sample = min(64, max(1, SAMPLE_PIXELS // self.rd.image(self.ids[0])[..., 0].size))
         self.sample = self.ids[:n_sample]
         self.labels, self.conf = pseudo_labels(self.rd.logits(self.sample, "teacher"))
         self.gt = [self.rd.mask(i) for i in self.sample]
@@ -119,17 +122,17 @@ class PseudoLabelViewer(Dashboard):
 @patch
 def stats(self: PseudoLabelViewer, tau: float, i: int | None = None) -> dict:
     "Kept share, its foreground share, accuracy of kept pseudo-labels (all / foreground), at `tau` on image `i` or all."
-    idx = list(range(len(self.sample))) if i is None else [i]
-    kept_px = self.conf[idx] >= tau
-    kept, fg_share = kept_px.float().mean().item(), (self.labels[idx][kept_px] != BACKGROUND).float().mean().item()
+    idx, nan = list(range(len(self.sample))) if i is None else [i], float("nan")
+    ratio = lambda a, b: (a.sum() / b.sum()).item() if b.any() else nan
+    kept_px, bg = self.conf[idx] >= tau, self.background
+    kept, fg_share = kept_px.float().mean().item(), nan if bg is None else ratio((self.labels[idx] != bg) & kept_px, kept_px)
     has_gt = [j for j in idx if self.gt[j] is not None]
-    if not has_gt: return dict(kept=kept, fg_share=fg_share, accuracy=float("nan"), fg_accuracy=float("nan"))
+    if not has_gt: return dict(kept=kept, fg_share=fg_share, accuracy=nan, fg_accuracy=nan)
     gt = torch.from_numpy(np.stack([self.gt[j] for j in has_gt])).long()
     keep = (self.conf[has_gt] >= tau) & (gt != IGNORE_INDEX)
     right = (self.labels[has_gt] == gt) & keep
-    fg = keep & (gt != BACKGROUND)
-    ratio = lambda a, b: (a.sum() / b.sum()).item() if b.any() else float("nan")
-    return dict(kept=kept, fg_share=fg_share, accuracy=ratio(right, keep), fg_accuracy=ratio(right & fg, fg))
+    fg = keep & (gt != bg) if bg is not None else None
+    return dict(kept=kept, fg_share=fg_share, accuracy=ratio(right, keep), fg_accuracy=nan if fg is None else ratio(right & fg, fg))
 
 # %% ../nbs/15a_explorers.ipynb #2bbea042
 @patch
@@ -166,7 +169,8 @@ def render(self: PseudoLabelViewer):
     "Draw the current image at the current tau and report the kept share and accuracy."
     i, tau = self.index.value, self.tau.value
     one, all_ = self.stats(tau, i), self.stats(tau)
-    f = lambda s: (f"kept {100 * s['kept']:.1f}% of pixels ({100 * s['fg_share']:.1f}% of them foreground), "
-                   f"accuracy of kept {100 * s['accuracy']:.1f}% (foreground {100 * s['fg_accuracy']:.1f}%)")
+    fg = self.background is not None
+    f = lambda s: (f"kept {100 * s['kept']:.1f}% of pixels" + (f" ({100 * s['fg_share']:.1f}% of them foreground)" if fg else "")
+                   + f", accuracy of kept {100 * s['accuracy']:.1f}%" + (f" (foreground {100 * s['fg_accuracy']:.1f}%)" if fg else ""))
     self._show(self.out, "pseudo_labels", self._plot(i, tau))
     self.caption.value = f"this image: {f(one)}<br>{len(self.sample)} unlabeled images: {f(all_)}"

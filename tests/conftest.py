@@ -1,5 +1,5 @@
-"Shared by the end-to-end tests: a small model and run, and a small copy of the embedded data."
-import os
+"Shared by the end-to-end tests: a small model and run, a small copy of the embedded data, a small CamVid run."
+import os, subprocess, sys
 from pathlib import Path
 import pytest
 
@@ -29,3 +29,19 @@ def camvid():
     root = camvid_root()
     if root is None: pytest.skip("no CamVid folder (set IMAS_LAB_CAMVID to SegNet's CamVid folder to run this)")
     return root
+
+
+# Small enough for CI: two steps, crops of 64, evaluation on the 101 whole 360x480 val images.
+CAMVID_SMALL = dict(crop_size=64, batch_size=2, max_iters=2, eval_every=2, cache_images=False)
+
+
+@pytest.fixture(scope="session")
+def camvid_run(camvid, tmp_path_factory):
+    "A two-step iMAS run on CamVid at 1/8 labels from the packaged ImageNet EfficientNet-Lite0, as the README says."
+    run = tmp_path_factory.mktemp("camvid") / "run"
+    args = ["--dataset", "camvid", "--data_root", str(camvid), "--split", "1/8", "--run_dir", str(run), "--device", "cpu",
+            *[a for k, v in CAMVID_SMALL.items() for a in ("--set", f"{k}={v}")]]
+    r = subprocess.run([sys.executable, "-m", "imas_lab.train", *args], capture_output=True, text=True, timeout=900,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run

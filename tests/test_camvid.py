@@ -1,6 +1,6 @@
 """Real photographs: SegNet's CamVid from the command line with the ImageNet EfficientNet-Lite0 encoder, predict's
 overlays in CamVid's colours and the dashboards on a CamVid run (these skip without the CamVid folder: see
-conftest.camvid); and every method on a timm CNN encoder, on a tiny CamVid tree written on the fly."""
+conftest.camvid and conftest.camvid_run); and every method on a timm CNN encoder, on a tiny CamVid tree written on the fly."""
 import json, os, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np
@@ -9,26 +9,6 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# Small enough for CI: two steps, crops of 64, evaluation on the 101 whole 360x480 val images.
-CAMVID_SMALL = dict(crop_size=64, batch_size=2, max_iters=2, eval_every=2, cache_images=False)
-
-
-def cli(*args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "imas_lab.train", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def camvid_run(camvid, tmp_path_factory):
-    "A two-step iMAS run on CamVid at 1/8 labels from the packaged ImageNet EfficientNet-Lite0, as the README says."
-    run = tmp_path_factory.mktemp("camvid") / "run"
-    r = cli("--dataset", "camvid", "--data_root", str(camvid), "--split", "1/8", "--run_dir", str(run), "--device", "cpu",
-            *[a for k, v in CAMVID_SMALL.items() for a in ("--set", f"{k}={v}")])
-    assert r.returncode == 0, r.stderr[-3000:]
-    return run
-
 
 def test_camvid_from_the_command_line(camvid_run):
     "The camvid preset's run: 367 train images split 1/8, val evaluated whole, the run card says what was evaluated."

@@ -79,9 +79,12 @@ def _autocontrast(x, m):
 
 # %% ../nbs/04_augment.ipynb #5ec4288b
 def _identity(x, m): return x
+
 def _equalize(x, m): return TF.equalize(x)
+
 def _invert(x, m): return TF.invert(x)
 
+# %% ../nbs/04_augment.ipynb #5965bf38
 class AugOp(NamedTuple):
     "One intensity op: `fn(x, m)` on a float batch with per-instance magnitudes `m`, drawn from [`low`, `high`]."
     name: str
@@ -128,6 +131,7 @@ def _apply_ops(x: torch.Tensor, ids: torch.Tensor, mags: torch.Tensor) -> torch.
         out = torch.where(_per_instance(ids == i, x), op.fn(x, m), out)
     return out
 
+# %% ../nbs/04_augment.ipynb #7b8a10b5
 def apply_ops(img01: torch.Tensor, ids: torch.Tensor, mags: torch.Tensor) -> torch.Tensor:
     "Apply op `ids[i]` (an index into `OPS`) with magnitude `mags[i]` to image `i` of the [0, 1] batch `img01`."
     _check_img01(img01)
@@ -139,6 +143,7 @@ class AppliedOps(NamedTuple):
     ids: torch.Tensor
     mags: torch.Tensor
 
+# %% ../nbs/04_augment.ipynb #672025b1
 def strong_augment(img01: torch.Tensor, generator: torch.Generator | None = None,
                    k: int = 2) -> tuple[torch.Tensor, AppliedOps]:
     "The strong view of a float [0, 1] batch: `k` random intensity ops per instance, with replacement."
@@ -191,6 +196,7 @@ def box_mask(boxes: torch.Tensor, H: int, W: int) -> torch.Tensor:
     in_x = (xs >= boxes[:, 1:2]) & (xs < boxes[:, 3:4])
     return in_y[:, :, None] & in_x[:, None, :]
 
+# %% ../nbs/04_augment.ipynb #2d54d585
 def paste_boxes(t: torch.Tensor, inside: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
     "`t` ([B, ..., H, W]) with instance `partner[i]`'s values where `inside[i]` ([B, H, W]) is True."
     inside = inside.view(inside.shape[0], *[1] * (t.ndim - 3), *inside.shape[1:])

@@ -35,6 +35,7 @@ def preset_step(preset: str = "toy", num_classes: int | None = None, **settings)
     n = num_classes or len({"voc": VOC_CLASSES, "cityscapes": CITYSCAPES_CLASSES}.get(preset, TOY_CLASSES))
     return Step(cfg, n)
 
+# %% ../nbs/14a_bench.ipynb #a7490566
 def always_cutmix(views):
     "Wrap a weak-to-strong method's `views` so that its CutMix view always counts."
     def built(*args, **kw):
@@ -42,6 +43,7 @@ def always_cutmix(views):
         return v._replace(cutmix=v.cutmix._replace(weight=torch.ones_like(v.cutmix.weight)))
     return built
 
+# %% ../nbs/14a_bench.ipynb #57b7d9ea
 def use_method(step: Step, method: str):
     "Switch `step` to `method` with its default unlabeled weight, keeping the model; CutMix views always count."
     step.method = method_from_config(dataclasses.replace(step.cfg, method=method, lambda_u=None))
@@ -63,6 +65,7 @@ def semi_supervised() -> tuple[str, ...]:
     "The registered methods that train on unlabeled images: what the benchmark times by default."
     return tuple(m for m in method_names() if get_method(m).unlabeled)
 
+# %% ../nbs/14a_bench.ipynb #58f24b12
 def bench_step(methods=None, steps: int = 10, warmup: int = 3, rounds: int = 3, preset: str = "toy",
                **settings) -> dict:
     "`{method: seconds per step, ...}` plus images/s and peak GPU memory per method, timed alternately."
@@ -142,6 +145,7 @@ def _write_matrix(out: Path, parts: list, ceiling: float | None):
     table.to_csv(out / "matrix.csv", index=False)
     (out / "matrix.md").write_text(frame_markdown(table) + "\n")
 
+# %% ../nbs/14a_bench.ipynb #08dcb4a9
 def report(out, preset: str = "voc", rows: dict = GPU_MATRIX, steps: int = 10, images: int = 256,
            loader_batches: int = 40, **settings) -> Path:
     "Measure the step matrix, host syncs, profile and loaders of `preset`; write them into folder `out`."
@@ -173,6 +177,7 @@ def report(out, preset: str = "voc", rows: dict = GPU_MATRIX, steps: int = 10, i
         if len(parts) == 1: _report_loader(out, preset, images, loader_batches, **settings)
     return out
 
+# %% ../nbs/14a_bench.ipynb #1cb075f5
 def _report_loader(out: Path, preset: str, images: int, batches: int, **settings):
     with tempfile.TemporaryDirectory() as tmp:
         r = bench_loader(jpeg_dataset(Path(tmp) / "jpeg", images), preset, batches, **settings)
@@ -250,6 +255,7 @@ def matrix_rows(names: str | None) -> dict:
     if unknown: raise SystemExit(f"--rows: {unknown} not in GPU_MATRIX ({list(GPU_MATRIX)})")
     return {k: GPU_MATRIX[k] for k in names.split(",")}
 
+# %% ../nbs/14a_bench.ipynb #332055ac
 def _matrix_command(a):
     table = bench_matrix(matrix_rows(a.rows), a.preset, a.steps, **dict(a.settings))
     if a.csv: table.to_csv(a.csv, index=False)

@@ -23,6 +23,7 @@ def previous_path(path) -> Path:
     "Where `save_atomic(..., keep_previous=True)` keeps the checkpoint it replaced: `last.pt` -> `last.prev.pt`."
     path = Path(path); return path.with_name(f"{path.stem}.prev{path.suffix}")
 
+# %% ../nbs/10b_checkpoint.ipynb #f3d72bc4
 def save_atomic(obj, path, keep_previous: bool = False):
     "`torch.save(obj)` to `path` via a temporary file and an atomic rename; `keep_previous`: the old file -> `previous_path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,7 @@ def rng_state(device: torch.device) -> dict:
     if device.type == "cuda": state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
+# %% ../nbs/10b_checkpoint.ipynb #c141ff8e
 def set_rng_state(state: dict, device: torch.device):
     "Restore what `rng_state` returned."
     random.setstate((3, tuple(state["python"].tolist()), None))

@@ -25,6 +25,7 @@ def _expand(item) -> list[Path]:
     if not paths or not all(p.exists() for p in paths): raise FileNotFoundError(f"no run dir matches {str(item)!r}")
     return paths
 
+# %% ../nbs/13_compare.ipynb #8032092d
 def find_runs(paths_or_glob) -> list[Path]:
     "Finished run dirs named by a run dir, a folder of run dirs, a glob pattern, or a list of these."
     items = [paths_or_glob] if isinstance(paths_or_glob, (str, Path)) else list(paths_or_glob)
@@ -51,6 +52,7 @@ def _method_order(methods) -> list[str]:
     order = method_names()
     return sorted(set(methods), key=lambda m: (order.index(m) if m in order else len(order), m))
 
+# %% ../nbs/13_compare.ipynb #2820f581
 def plot_runs(table: pd.DataFrame, metric: str = "miou_teacher", references: dict[str, pd.DataFrame] | None = None):
     "Learning curves (`metric` per evaluation) of a `compare_runs` table, and `references` (label -> frame) dashed."
     splits = list(dict.fromkeys(table["split"]))
@@ -101,6 +103,7 @@ def summarize(table: pd.DataFrame, value: str = "final_miou") -> pd.DataFrame:
     "Mean, std, min, max and number of seeds of `value` per dataset, split and method."
     return table.groupby(SETTING)[value].agg(["mean", "std", "min", "max", "count"]).reset_index()
 
+# %% ../nbs/13_compare.ipynb #4ec707e2
 def paired_diff(table: pd.DataFrame, a: str = "imas", b: str = "fixmatch", value: str = "final_miou") -> pd.DataFrame:
     "`value` of method `a` minus method `b`, per dataset, split and seed both methods ran."
     wide = table.pivot_table(index=["dataset", "split", "seed"], columns="method", values=value)
@@ -118,6 +121,7 @@ def per_class_iou(table: pd.DataFrame) -> pd.DataFrame:
 def _cell(r: pd.Series) -> str:
     return f"{r['mean']:.1f} ± {0 if pd.isna(r['std']) else r['std']:.1f}"
 
+# %% ../nbs/13_compare.ipynb #15156c65
 def markdown_table(table: pd.DataFrame, value: str = "final_miou", methods=None, best: str | None = "best_miou") -> str:
     "Markdown: a row per dataset and split (with its eval protocol), a column per method, `mean ± std` of `value` (/ `best`) over seeds."
     s, b = summarize(table, value), summarize(table, best) if best else None
@@ -148,6 +152,7 @@ def _default_notebook() -> Path:
     if not path.exists(): raise FileNotFoundError(f"{path} not found: pass notebook= the path of train.ipynb")
     return path
 
+# %% ../nbs/13_compare.ipynb #21f57886
 def sweep_plan(splits, methods, seeds, runs_root="runs", dataset: str = "toy", **params) -> list[dict]:
     "For each split, method and seed: the notebook parameters and `action` (`run`, `resume` or `skip`)."
     plan = []
@@ -177,6 +182,7 @@ def sweep(splits, methods, seeds, runs_root="runs", dataset: str = "toy", notebo
 def _csv_list(typ):
     return lambda text: [typ(x) for x in text.split(",") if x]
 
+# %% ../nbs/13_compare.ipynb #f1590951
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m imas_lab.compare", description="Compare runs; sweep with papermill.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -196,6 +202,7 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--per_class", action="store_true", help="also print the mean per-class IoU of each setting")
     return p
 
+# %% ../nbs/13_compare.ipynb #ff99af49
 def main(argv: list[str] | None = None):
     "Entry point of `python -m imas_lab.compare`."
     a = parser().parse_args(argv)

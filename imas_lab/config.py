@@ -119,6 +119,7 @@ def _check_keys(d: dict, where: str):
     unknown = sorted(set(d) - known)
     if unknown: raise ValueError(f"unknown setting(s) {unknown} in {where}; known settings: {sorted(known)}")
 
+# %% ../nbs/10_config.ipynb #5ab2f88f
 def load_yaml(path) -> dict:
     "Read a YAML file of settings (a mapping of Config fields)."
     given, path = path, resolve_path(path)
@@ -155,6 +156,7 @@ def resolve_config(dataset: str = "toy", config: str | None = None, **params) ->
     if cfg.run_dir is None: cfg.run_dir = str(Path("runs") / default_run_name(cfg))
     return cfg
 
+# %% ../nbs/10_config.ipynb #1fc05e2a
 def default_run_name(cfg: Config) -> str:
     "`<dataset>-<split>-<method>-s<seed>`, with the split's `/` written as `_`."
     return f"{cfg.dataset}-{cfg.split.replace('/', '_')}-{cfg.method}-s{cfg.seed}"
@@ -168,6 +170,7 @@ def config_from_dict(d: dict) -> Config:
     "A `Config` from a mapping such as a loaded `config.yaml` (unknown keys are an error)."
     _check_keys(d, "the saved config"); return Config(**d)
 
+# %% ../nbs/10_config.ipynb #0cafa7c3
 def config_diff(a: Config, b: Config, keys=None) -> dict:
     "`{field: (a's value, b's value)}` for the fields (or just `keys`) that differ."
     da, db = asdict(a), asdict(b)

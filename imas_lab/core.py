@@ -54,6 +54,7 @@ def seed_everything(seed: int) -> torch.Generator:
 def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
+# %% ../nbs/00_core.ipynb #fea6ee2f
 def get_device(device: str | torch.device = "auto") -> torch.device:
     "Resolve `device` (`'auto'`, `'cpu'`, `'cuda'`, `'cuda:1'`, `'mps'` or a `torch.device`) to an available `torch.device`."
     if isinstance(device, torch.device): return device

@@ -61,16 +61,20 @@ def unlabeled_ids(self: RunData) -> list[str]:
     path = self.run.path / "unlabeled.txt"
     return read_ids(path) if path.exists() else list(self.records)
 
+# %% ../nbs/15_dashboards.ipynb #f6f9bf6c
 @patch
 def record(self: RunData, id: str):
     if id not in self.records: raise KeyError(f"id {id!r} is not a train image of {self.data!r}")
     return self.records[id]
 
+# %% ../nbs/15_dashboards.ipynb #724d7ba9
 @patch
 def image(self: RunData, id: str) -> np.ndarray: return read_image(self.record(id).image).permute(1, 2, 0).numpy()
+
 @patch
 def mask(self: RunData, id: str): return read_mask(self.record(id)) if self.record(id).mask else None
 
+# %% ../nbs/15_dashboards.ipynb #af13a146
 @patch
 def model(self: RunData, which: str = "teacher") -> torch.nn.Module:
     if which not in self._models:
@@ -78,6 +82,7 @@ def model(self: RunData, which: str = "teacher") -> torch.nn.Module:
         self._models[which] = load_model(self.checkpoint, self.device, which)[0]
     return self._models[which]
 
+# %% ../nbs/15_dashboards.ipynb #fcb4551c
 @torch.no_grad()
 @patch
 def logits(self: RunData, ids, which: str = "teacher") -> torch.Tensor:
@@ -126,6 +131,7 @@ class HardnessDashboard(Dashboard):
 def window_label(self: HardnessDashboard, k: int) -> str:
     return f"iterations {1 if k == 0 else self.ends[k - 1] + 1}-{self.ends[k]}"
 
+# %% ../nbs/15_dashboards.ipynb #1685082a
 @patch
 def instances(self: HardnessDashboard, k: int | None = None, by: str = "gamma", hardest: bool = True) -> pd.DataFrame:
     "Per-instance mean gamma / rho_s / rho_t in interval `k` (all when None), sorted by `by`, hardest first."
@@ -154,6 +160,7 @@ def plot_distribution(self: HardnessDashboard, k: int | None = None):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/15_dashboards.ipynb #5114bdba
 @patch
 def plot_means(self: HardnessDashboard):
     "Mean gamma, rho_s and rho_t per interval, at the interval's last iteration."
@@ -209,6 +216,7 @@ def _build(self: HardnessDashboard):
     self._show(self.out_means, "means", self.plot_means())
     self.refresh()
 
+# %% ../nbs/15_dashboards.ipynb #f8eb5d85
 @patch
 def refresh(self: HardnessDashboard):
     "Redraw the distribution and the table for the current controls, and show the top instance."
@@ -220,11 +228,13 @@ def refresh(self: HardnessDashboard):
     self.pick.options = list(t.index)
     if len(t): self.pick.value = t.index[0]  # fires show_instance when it changes
 
+# %% ../nbs/15_dashboards.ipynb #91e74fe8
 @patch
 def select(self: HardnessDashboard, id: str):
     if id not in self.pick.options: self.pick.options = [id, *self.pick.options]
     self.pick.value = id
 
+# %% ../nbs/15_dashboards.ipynb #bcc5dec0
 @patch
 def show_instance(self: HardnessDashboard, id: str):
     self._show(self.out_inst, "instance", self.plot_instance(id))

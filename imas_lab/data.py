@@ -84,6 +84,7 @@ def read_image(path: str | Path) -> torch.Tensor:
     with Image.open(path) as im: arr = np.asarray(im.convert("RGB"))
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
+# %% ../nbs/02_data.ipynb #70b4bc54
 def read_mask(rec: Record) -> np.ndarray:
     "The class-index mask of `rec` as `uint8 [H, W]`, raw values mapped by `LABEL_MAPS[rec.remap]` if it is set."
     if rec.mask is None: raise ValueError(f"id {rec.id!r} has no mask (it is an unlabeled image)")
@@ -101,13 +102,16 @@ def _stats_on(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, t
     as_tensor = lambda v: torch.tensor(v, dtype=dtype).view(3, 1, 1).to(device)
     return as_tensor(IMAGENET_MEAN), as_tensor(IMAGENET_STD)
 
+# %% ../nbs/02_data.ipynb #d9409915
 def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: return _stats_on(x.device, x.dtype)
 
+# %% ../nbs/02_data.ipynb #b4370726
 def normalize(img01: torch.Tensor) -> torch.Tensor:
     "ImageNet-normalise float images in [0, 1], shaped `[..., 3, H, W]`."
     mean, std = _stats(img01)
     return (img01 - mean) / std
 
+# %% ../nbs/02_data.ipynb #7f65e01f
 def denormalize(img: torch.Tensor) -> torch.Tensor:
     "Undo `normalize`: back to [0, 1] floats (not clamped)."
     mean, std = _stats(img)
@@ -117,6 +121,7 @@ def denormalize(img: torch.Tensor) -> torch.Tensor:
 class DatasetError(ValueError):
     "A dataset's files are missing, unreadable or inconsistent; the message names the file, id or value."
 
+# %% ../nbs/02_data.ipynb #c095b44d
 @dataclass
 class SegData:
     "A segmentation dataset: where it lives, its classes and its train / val records."
@@ -165,6 +170,7 @@ VOC_LAYOUT = """  JPEGImages/<id>.jpg
   SegmentationClass/<id>.png       palette or grayscale masks (and/or SegmentationClassAug/<id>.png)
   ImageSets/Segmentation/val.txt   one id a line (train.txt / train_aug.txt: the train list)"""
 
+# %% ../nbs/02_data.ipynb #9ad1b779
 def voc_dataset(root: str | Path = "data/VOCdevkit/VOC2012", class_names=VOC_CLASSES, name: str = "voc",
                 kind: str = "voc") -> SegData:
     "Describe a PASCAL VOC-layout dataset under `root`."
@@ -320,6 +326,7 @@ def _stat(path) -> list | None:
         return [st.st_size, st.st_mtime_ns]
     except (OSError, TypeError): return None
 
+# %% ../nbs/02_data.ipynb #473d59d8
 def _check_key(items, num_classes: int) -> str:
     h = hashlib.sha1(str(num_classes).encode())
     for role, rec in items:
@@ -327,6 +334,7 @@ def _check_key(items, num_classes: int) -> str:
                              _stat(rec.mask) if role != "unlabeled" else None, rec.remap]).encode())
     return h.hexdigest()
 
+# %% ../nbs/02_data.ipynb #ad633566
 def _load_cache(root: Path) -> dict:
     try: return json.loads((root / CHECK_CACHE).read_text())
     except (OSError, ValueError): return {}

@@ -26,6 +26,7 @@ class Dist(NamedTuple):
 
 DIST_TIMEOUT = 600  # seconds a collective waits for the other processes before it fails (IMAS_LAB_DIST_TIMEOUT)
 
+# %% ../nbs/10a_distributed.ipynb #cdfbced7
 def dist_timeout() -> float:
     "How long a collective waits for a process that stopped answering: `IMAS_LAB_DIST_TIMEOUT` seconds, else `DIST_TIMEOUT`."
     text = os.environ.get("IMAS_LAB_DIST_TIMEOUT", str(DIST_TIMEOUT))
@@ -34,6 +35,7 @@ def dist_timeout() -> float:
     if seconds <= 0: raise ValueError(f"IMAS_LAB_DIST_TIMEOUT={text!r} must be positive")
     return seconds
 
+# %% ../nbs/10a_distributed.ipynb #a363f3e5
 def init_distributed(device: str = "auto") -> tuple[Dist, torch.device]:
     "Join the process group `torchrun` describes (NCCL on CUDA, gloo on CPU); return where this process stands and its device."
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -54,17 +56,20 @@ def barrier():
     "Wait for every process (a no-op in one)."
     if is_distributed(): dist.barrier()
 
+# %% ../nbs/10a_distributed.ipynb #509cfe12
 def mean_over_ranks(t: torch.Tensor) -> torch.Tensor:
     "The mean of `t` over processes."
     if is_distributed(): t = t.clone(); dist.all_reduce(t); t /= dist.get_world_size()
     return t
 
+# %% ../nbs/10a_distributed.ipynb #6207a17b
 def gather_rows(t: torch.Tensor) -> torch.Tensor:
     "Every process's `t` (same shape on all), concatenated along dim 0 in rank order."
     if not is_distributed(): return t
     parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, t.contiguous()); return torch.cat(parts)
 
+# %% ../nbs/10a_distributed.ipynb #433622c2
 def gather_objects(obj) -> list:
     "A list of every process's `obj`, in rank order."
     if not is_distributed(): return [obj]
@@ -78,6 +83,7 @@ class Preempted(Exception):
     "The run was asked to stop by a signal and wrote its checkpoint; `exit_code` is `PREEMPTED_EXIT`."
     exit_code = PREEMPTED_EXIT
 
+# %% ../nbs/10a_distributed.ipynb #59913367
 class Preemption:
     "Within the block, `PREEMPT_SIGNALS` set `signum` instead of ending the process."
     def __init__(self, signals=PREEMPT_SIGNALS, check_every: int = 10): self.signals, self.check_every = signals, check_every

@@ -34,15 +34,18 @@ def register_encoder(encoder: Encoder) -> Encoder:
     ENCODERS[encoder.name] = encoder
     return encoder
 
+# %% ../nbs/06_encoders.ipynb #4f573620
 def import_encoder_modules():
     "Import the modules of `ENCODER_MODULES`: each registers its encoders (a second import costs nothing)."
     for module in ENCODER_MODULES: importlib.import_module(module)
 
+# %% ../nbs/06_encoders.ipynb #aa62436a
 def encoder_names() -> tuple[str, ...]:
     "Every backbone name and family prefix (those of `ENCODER_MODULES` included), in registration order."
     import_encoder_modules()
     return tuple(ENCODERS)
 
+# %% ../nbs/06_encoders.ipynb #8651e8b9
 def get_encoder(backbone: str) -> Encoder:
     "The `Encoder` registered for `backbone`: its own name, else the family prefix it starts with."
     if backbone not in ENCODERS: import_encoder_modules()  # on the first miss only: importing timm is not free

@@ -111,6 +111,7 @@ def run_figures(run_dir) -> dict:
                 interval_iters=int(it1 - it0), interval_s=float(s1 - s0), global_batch=int(batch),
                 miou=summary["final_miou"], loop_s=summary["seconds"])
 
+# %% ../nbs/14b_endtoend.ipynb #ef99c44c
 def run_files(run_dir) -> dict:
     "What the table's JSON keeps of a run: its metrics rows, summary, run card and the settings that shape speed."
     run = RunDir(run_dir)
@@ -146,6 +147,7 @@ def compile_seconds() -> float:
     spent = clock()
     return spent.get("entire_frame_compile", 0.0) + spent.get("entire_backward_compile", 0.0)
 
+# %% ../nbs/14b_endtoend.ipynb #1e6e64f4
 class _Collect(logging.Handler):
     def __init__(self, into: list): super().__init__(); self.into = into
     def emit(self, record):
@@ -165,6 +167,7 @@ class CompileWatch:
         logging.getLogger(DYNAMO_LOGGER).removeHandler(self._handler)
         self.seconds = compile_seconds() - self._start
 
+# %% ../nbs/14b_endtoend.ipynb #7826430e
 def compile_backend(backend: str | None):
     "Within the block, every graph `torch.compile` captures goes to `backend` (None: the compiled function's own)."
     if backend is None: return nullcontext()
@@ -179,6 +182,7 @@ def eval_model(preset: str, num_classes: int, device, **settings):
         model = model.to(memory_format=torch.channels_last)
     return model, amp_dtype(cfg.amp, device), cfg
 
+# %% ../nbs/14b_endtoend.ipynb #ddd36824
 def random_val_batches(n: int, size, num_classes: int, pin: bool = False, seed: int = 0) -> list[dict]:
     "`n` val batches of one random uint8 image `[1, 3, H, W]` and its random mask, as a val loader yields them."
     g = torch.Generator().manual_seed(seed)
@@ -224,6 +228,7 @@ def fresh_dir(path) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     return Path(path)
 
+# %% ../nbs/14b_endtoend.ipynb #307577e7
 def data_stage(ctx) -> tuple[dict, dict]:
     "Draw (or reuse) the VOC-layout JPEGs; note where they are in `ctx`."
     s = ctx.sizes
@@ -239,6 +244,7 @@ def _data_root(ctx) -> Path:
     if ctx.data_root is None: raise RuntimeError("no data: the data stage did not finish")
     return ctx.data_root
 
+# %% ../nbs/14b_endtoend.ipynb #606d8cb2
 def voc_run(ctx, compile: bool = False) -> tuple[dict, dict]:
     "Train the voc preset here for `ctx.sizes.iters` iterations, evaluating and writing `last.pt` every `eval_every`."
     s, run_dir = ctx.sizes, fresh_dir(ctx.work / RUN_DIRS["compile" if compile else "eager"])
@@ -281,6 +287,7 @@ def voc_eval(ctx) -> tuple[dict, dict]:
     return dict(eval_images_per_s=r["eval_images_per_s"], peak_gib=peak.gib,
                 note=f"{r['images']} JPEGs of {h}x{w}, {cfg.eval_mode}, batch {cfg.val_batch_size}, amp {amp}"), r
 
+# %% ../nbs/14b_endtoend.ipynb #495ffc0b
 def cityscapes_eval(ctx) -> tuple[dict, dict]:
     "Images/s of the cityscapes preset's sliding-window evaluation on random images of Cityscapes' size."
     s, n = ctx.sizes, len(CITYSCAPES_CLASSES)
@@ -310,6 +317,7 @@ def set_flags(settings: dict) -> list[str]:
     text = lambda v: v if isinstance(v, str) else json.dumps(list(v) if isinstance(v, tuple) else v)
     return [a for k, v in settings.items() for a in ("--set", f"{k}={text(v)}")]
 
+# %% ../nbs/14b_endtoend.ipynb #b5b8dcbd
 def train_command(data_root, run_dir, device, iters: int, eval_every: int, checkpoint_every: int,
                   settings: dict) -> list[str]:
     "The `python -m imas_lab.train` line of a voc run that resumes by itself (what a requeue script runs)."
@@ -324,6 +332,7 @@ def _child_env() -> dict:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(imas_lab.__file__).parents[1]),
                                                                       os.environ.get("PYTHONPATH")]))}
 
+# %% ../nbs/14b_endtoend.ipynb #2ffbb3f4
 def _wait_for(path: Path, proc, timeout: float):
     deadline = time.perf_counter() + timeout
     while not path.exists():
@@ -365,6 +374,7 @@ def camvid_ready(root) -> str | None:
         return "this imas_lab knows no 'camvid' dataset yet (imas_lab.config.PRESETS, imas_lab.data.DATASETS)"
     return None
 
+# %% ../nbs/14b_endtoend.ipynb #02b53a99
 def camvid_run(ctx) -> tuple[dict, dict]:
     "Train the camvid preset with the ImageNet EfficientNet-Lite0 encoder for `ctx.sizes.camvid_iters` iterations."
     why = camvid_ready(ctx.camvid)
@@ -487,6 +497,7 @@ def _failure(e: Exception) -> str:
     lines = str(e).strip().splitlines()
     return f"failed: {type(e).__name__}: {lines[0][:240] if lines else ''}"
 
+# %% ../nbs/14b_endtoend.ipynb #8397af64
 def run_stage(ctx, report: Report, name: str, fn):
     "Run one stage, recording its row (or its error); release what it left. A `Preempted` run is recorded, then raised."
     print(f"endtoend: {name} ...", flush=True)
@@ -503,6 +514,7 @@ def run_stage(ctx, report: Report, name: str, fn):
     release(ctx.device)
     print(f"endtoend: {name}: {report.rows[name]['status']} ({report.rows[name]['wall_s']:.1f} s)", flush=True)
 
+# %% ../nbs/14b_endtoend.ipynb #2f1cd433
 def run_stages(ctx, report: Report, keys: list[str], budget: Budget):
     "Run the stages `keys` in order while `budget` lasts (the rest are skipped), writing the table after each."
     for key in keys:

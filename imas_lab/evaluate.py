@@ -44,6 +44,7 @@ def _sliding_starts(size: int, window: int, stride: int) -> list[int]:
     starts = list(range(0, size - window, stride)) + [size - window]
     return sorted(set(starts))
 
+# %% ../nbs/07_evaluate.ipynb #68709f8d
 @torch.no_grad()
 def predict_logits(model, img: torch.Tensor, mode: str = "whole", window: int | None = None) -> torch.Tensor:
     "Class probabilities `[B, C, H, W]` of `model` on normalised `img` (`mode`: whole | sliding)."

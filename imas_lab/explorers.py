@@ -41,6 +41,7 @@ def weak_view(self: AugmentExplorer, index: int, position: int) -> tuple[torch.T
     mask = item["mask"] if labeled else torch.full(item["pad"].shape, IGNORE_INDEX)
     return item["img"].float() / 255, mask
 
+# %% ../nbs/15a_explorers.ipynb #9b277edb
 @patch
 def views(self: AugmentExplorer, index: int, gamma: float) -> dict:
     "Weak / strong / mixed / CutMix views of train image `index` at hardness `gamma`, and what made them."
@@ -77,6 +78,7 @@ def _plot(self: AugmentExplorer, v: dict, gamma: float):
     fig.tight_layout(rect=(0, .1, 1, 1))
     return fig
 
+# %% ../nbs/15a_explorers.ipynb #25e43e28
 @patch
 def _build(self: AugmentExplorer):
     self.index = W.IntSlider(value=0, min=0, max=len(self.data.train) - 1, description="image", continuous_update=False)
@@ -89,6 +91,7 @@ def _build(self: AugmentExplorer):
                           self.out, self.caption])
     self.render()
 
+# %% ../nbs/15a_explorers.ipynb #775dad84
 @patch
 def render(self: AugmentExplorer):
     "Draw the views for the current image and hardness."
@@ -99,6 +102,7 @@ def render(self: AugmentExplorer):
                           f"CutMix box (y0, x0, y1, x1) {tuple(v['box'])} from {v['partner']}; "
                           f"fires with p = mean easiness {v['fire_p']:.2f}, this roll: {fired}")
 
+# %% ../nbs/15a_explorers.ipynb #e45e0840
 @patch
 def reroll(self: AugmentExplorer):
     self.seed += 1
@@ -153,6 +157,7 @@ def _plot(self: PseudoLabelViewer, i: int, tau: float):
     fig.tight_layout(rect=(0, .1, 1, 1))
     return fig
 
+# %% ../nbs/15a_explorers.ipynb #44218b2a
 @patch
 def _build(self: PseudoLabelViewer):
     self.index = W.IntSlider(value=0, min=0, max=len(self.sample) - 1, description="image", continuous_update=False)
@@ -164,6 +169,7 @@ def _build(self: PseudoLabelViewer):
                           W.HBox([self.index, self.tau]), self.out, self.caption])
     self.render()
 
+# %% ../nbs/15a_explorers.ipynb #f73bbeaf
 @patch
 def render(self: PseudoLabelViewer):
     "Draw the current image at the current tau and report the kept share and accuracy."

@@ -43,6 +43,7 @@ def wiou_from_confusion(cm: torch.Tensor, ignore_background: bool = True) -> tor
     if ignore_background: w = w * (torch.arange(cm.shape[1], device=cm.device) != BACKGROUND)
     return (w * iou).sum(1) / w.sum(1).clamp_min(1)
 
+# %% ../nbs/03_hardness.ipynb #11e09aa4
 def weighted_iou(pred: torch.Tensor, ref: torch.Tensor, num_classes: int, ignore_background: bool = True) -> torch.Tensor:
     "Class-weighted IoU `[B]` of label maps `pred` against `ref` (`[B,H,W]`), weights from `ref`'s class shares."
     return wiou_from_confusion(confusion_matrices(pred, ref, num_classes), ignore_background)
@@ -69,6 +70,7 @@ def hardness_from_labels(a: torch.Tensor, conf_s: torch.Tensor, b: torch.Tensor,
     easiness = (rho_t * wiou_st + rho_s * wiou_ts) / 2
     return HardnessParts(1 - easiness, easiness, rho_s, rho_t, wiou_st, wiou_ts)
 
+# %% ../nbs/03_hardness.ipynb #d3198517
 def hardness_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
                    ignore_background: bool = True) -> HardnessParts:
     "Hardness gamma `[B]` of each instance with its parts, from student and teacher logits `[B,C,H,W]` (00_method 2)."
@@ -78,6 +80,7 @@ def hardness_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     return hardness_from_labels(*pseudo_labels(student_logits), *pseudo_labels(teacher_logits), student_logits.shape[1],
                                 tau, ignore_background)
 
+# %% ../nbs/03_hardness.ipynb #15cb3d26
 def instance_hardness(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float,
                       ignore_background: bool = True) -> torch.Tensor:
     "Hardness gamma in [0, 1] (0 easy, 1 hard) of each instance, float32 `[B]`, from logits `[B,C,H,W]`."

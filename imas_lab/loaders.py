@@ -26,6 +26,7 @@ PAD_COLOR = tuple(round(255 * m) for m in IMAGENET_MEAN)  # (124, 116, 104): the
 def _hw(size) -> tuple[int, int]:
     return (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
 
+# %% ../nbs/02b_loaders.ipynb #50c18bd2
 def weak_transform(crop_size: int | tuple = 64, base_size: int | tuple = 64, scale_range=(0.5, 2.0),
                    flip_p: float = 0.5) -> v2.Compose:
     "The weak view: random rescale of `base_size` by `scale_range`, padded random crop of `crop_size`, h-flip."

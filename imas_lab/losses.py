@@ -32,6 +32,7 @@ def ohem_keep(per_pixel_ce: torch.Tensor, target: torch.Tensor, thresh: float = 
     if k > 0: keep = keep | (p_true <= p_true.flatten().kthvalue(k).values)
     return keep & valid
 
+# %% ../nbs/05_losses.ipynb #4fcad2a6
 def ohem_ce_loss(logits: torch.Tensor, target: torch.Tensor, thresh: float = 0.7, min_kept: int = 100000) -> torch.Tensor:
     "Cross-entropy over the labeled pixels with true-class probability < `thresh`, at least the `min_kept` hardest."
     per_pixel = F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX, reduction="none")

@@ -28,6 +28,7 @@ class Nets(NamedTuple):
     model: nn.Module    # the student network itself (predictions in eval mode)
     teacher: nn.Module  # its EMA
 
+# %% ../nbs/09a_methods.ipynb #8460424c
 class Batch(NamedTuple):
     "One step's inputs, on the device."
     img_x: torch.Tensor                    # normalised labeled images [B,3,H,W]
@@ -73,10 +74,12 @@ def register(cls: type[Method]) -> type[Method]:
     REGISTRY[cls.name] = cls
     return cls
 
+# %% ../nbs/09a_methods.ipynb #6bacbb56
 def method_names() -> tuple[str, ...]:
     "The registered methods, in registration order."
     return tuple(REGISTRY)
 
+# %% ../nbs/09a_methods.ipynb #c4cc8ec7
 def get_method(name: str) -> type[Method]:
     "The method class registered as `name`."
     if name not in REGISTRY: raise ValueError(f"method={name!r} is not one of {method_names()}")
@@ -127,6 +130,7 @@ class FixMatch(WeakToStrong):
         "`fixmatch_views` with this method's CutMix probability."
         return fixmatch_views(nets.teacher, img_u_w01, pad_u, generator, self.cutmix_p)
 
+# %% ../nbs/09a_methods.ipynb #1f39dc51
 @register
 class IMAS(WeakToStrong):
     "iMAS (00_method): hardness-adaptive strong view and CutMix, the loss weighted by each instance's easiness."
@@ -176,6 +180,7 @@ class TwoStrongViews(Method):
         return [View(img=img, mask_u=mixed(box, mask_u), conf_u=mixed(box, conf_u), ignore=mixed(box, pad_u),
                      weight=torch.tensor(w, device=img.device)) for img, box, w in zip(imgs_s, boxes, weights)]
 
+# %% ../nbs/09a_methods.ipynb #686ffca8
 @register
 class UniMatch(TwoStrongViews):
     "UniMatch (Yang et al., CVPR 2023): two CutMix strong views and a feature-perturbed weak view, no EMA teacher."

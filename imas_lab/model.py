@@ -45,6 +45,7 @@ def _convs3x3(block: nn.Module) -> list[nn.Conv2d]:
 def _set_rate(conv: nn.Conv2d, rate: int):
     conv.dilation, conv.padding = (rate, rate), (rate, rate)
 
+# %% ../nbs/06a_model.ipynb #8cc5f3af
 def dilate_stage(stage: nn.Sequential, rate_in: int, rate: int) -> nn.Sequential:
     "Turn a strided ResNet `stage` into a stride-1 stage with atrous `rate`; its strided 3x3 conv keeps `rate_in`."
     for m in stage.modules():
@@ -68,6 +69,7 @@ def _conv_init(m: nn.Module):
     for c in m.modules():
         if isinstance(c, nn.Conv2d): nn.init.kaiming_normal_(c.weight, mode="fan_out", nonlinearity="relu")
 
+# %% ../nbs/06a_model.ipynb #1616830c
 def make_deep_stem(net: models.ResNet, width: int = 64) -> models.ResNet:
     "Swap `net`'s 7x7 stem for three 3x3 convs (3->w s2, w->w, w->2w) and widen layer1's input to 2w."
     conv = lambda cin, cout, stride=1: nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -182,6 +184,7 @@ class DeepLabV3Plus(nn.Module):
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(Conv2dNormActivation(cin, cout), Conv2dNormActivation(cout, cout))
 
+# %% ../nbs/06a_model.ipynb #6ee70f06
 class UNet(nn.Module):
     "A small UNet: `len(widths)` levels, max-pool down, bilinear up, skip connections; `forward(x)` -> `{'out': logits}`."
     def __init__(self, num_classes: int, widths: tuple[int, ...] = UNET_WIDTHS):
@@ -234,6 +237,7 @@ def complementary_masks(B: int, C: int, generator=None, device="cpu") -> tuple[t
     m1[clean] = m2[clean] = 1.0
     return m1.to(device), m2.to(device)
 
+# %% ../nbs/06a_model.ipynb #ac2bac45
 def with_complementary(feats: dict, generator=None) -> dict:
     "Maps `[2B,C,h,w]` of two views of `B` images (view 1 first) under complementary dropout, one draw for all maps."
     f0 = next(iter(feats.values())); n = f0.shape[0]
@@ -276,6 +280,7 @@ def imagenet_checkpoint(backbone: str) -> Path:
     raise FileNotFoundError(f"no torchvision ImageNet weights for {backbone!r} in {folder} (looked for {names}); "
                             f"imas_lab never downloads: copy the file there, or pass pretrained='/path/to/file.pth'")
 
+# %% ../nbs/06a_model.ipynb #d060273d
 def torchvision_imagenet(model: nn.Module) -> Path:
     "The ImageNet file of `model`'s torchvision backbone; a deep-stem model has none (torchvision's have a 7x7 stem)."
     if getattr(model, "deep_stem", False):
@@ -319,6 +324,7 @@ def _efficientnet_lite0_file() -> Path:
 
 TIMM_IMAGENET = {"efficientnet_lite0": _efficientnet_lite0_file}  # timm model name -> its local ImageNet weights
 
+# %% ../nbs/06a_model.ipynb #f985fcc0
 def timm_imagenet(model: nn.Module) -> Path:
     "The local ImageNet weights of `model`'s timm backbone (see `TIMM_IMAGENET`); never downloads."
     name = model.backbone_name[len(TIMM_PREFIX):]
@@ -337,6 +343,7 @@ def _deeplab(num_classes: int, backbone: str, output_stride: int = 16, multi_gri
     return DeepLabV3Plus(num_classes, backbone, output_stride, multi_grid, deep_stem, aux, pretrained,
                          inner_channels, low_channels)
 
+# %% ../nbs/06a_model.ipynb #cb960f3b
 def _unet(num_classes: int, backbone: str, multi_grid=False, deep_stem=False, aux=False, pretrained=None,
           unet_widths: tuple[int, ...] = UNET_WIDTHS, vit_overrides=None, **_) -> UNet:
     refuse_settings(backbone, multi_grid=multi_grid, deep_stem=deep_stem, aux=aux, vit_overrides=vit_overrides)
@@ -354,6 +361,7 @@ def load_backbone(model: nn.Module, path: str | os.PathLike) -> BackboneLoad:
     "Load the local checkpoint at `path` into `model.backbone` with its encoder's loader; refuse shapes that do not fit."
     return get_encoder(unwrap_model(model).backbone_name).load(model, path)
 
+# %% ../nbs/06a_model.ipynb #c6618e64
 def load_pretrained(model: nn.Module, pretrained: bool | str | os.PathLike) -> BackboneLoad:
     "Load encoder weights: `True` / `'imagenet'` (the encoder's default file on this machine) or a checkpoint path."
     inner = unwrap_model(model); enc = get_encoder(inner.backbone_name)

@@ -27,10 +27,12 @@ def make_optimizer(groups: list[dict], momentum: float = 0.9, weight_decay: floa
     if kind == "adamw": return torch.optim.AdamW(groups, weight_decay=weight_decay, **speed)
     return torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay, **speed)
 
+# %% ../nbs/08_optim.ipynb #bc560acc
 def poly_factor(it: int, max_iters: int, power: float = 0.9) -> float:
     "`(1 - it / max_iters) ** power`, the poly schedule's factor at iteration `it`."
     return (1 - min(it, max_iters) / max_iters) ** power
 
+# %% ../nbs/08_optim.ipynb #b708d271
 def set_poly_lr(optimizer, it: int, max_iters: int, power: float = 0.9):
     "Set every group's lr to its `initial_lr` times the poly factor at `it`."
     f = poly_factor(it, max_iters, power)
@@ -42,12 +44,14 @@ def ema_decay(it: int, max_decay: float = 0.996, copy_steps: int | None = None) 
     if copy_steps is not None: return 0.0 if it < copy_steps else max_decay
     return min(1 - 1 / (it + 1), max_decay)
 
+# %% ../nbs/08_optim.ipynb #de805780
 def make_teacher(student: torch.nn.Module) -> torch.nn.Module:
     "A frozen copy of `student`, kept in eval mode."
     teacher = copy.deepcopy(student).eval()
     for p in teacher.parameters(): p.requires_grad_(False)
     return teacher
 
+# %% ../nbs/08_optim.ipynb #a3f66287
 @torch.no_grad()
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, decay: float):
     "`teacher = decay * teacher + (1 - decay) * student` over parameters and float buffers."
@@ -66,6 +70,7 @@ def amp_dtype(amp: str, device) -> torch.dtype | None:
     if amp == "auto": return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if amp == "bf16" else torch.float16
 
+# %% ../nbs/08_optim.ipynb #7166fcca
 def make_scaler(dtype: torch.dtype | None, device) -> torch.amp.GradScaler:
     "A GradScaler that is active only for fp16."
     return torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)

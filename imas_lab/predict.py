@@ -42,6 +42,7 @@ def _as_uint8_chw(img) -> torch.Tensor:
                         + (f" {tuple(img.shape)} {img.dtype}" if hasattr(img, "shape") else ""))
     return img
 
+# %% ../nbs/12_predict.ipynb #278659ea
 @torch.no_grad()
 def predict(model, images, device=None, mode: str = "whole", window: int | None = None) -> list[np.ndarray] | np.ndarray:
     "Label maps (uint8/int64 `[H, W]` arrays) of `model` (a module or a checkpoint path) for `images` (one or a list)."
@@ -81,6 +82,7 @@ def predict_folder(checkpoint, images_dir, out_dir, device="auto", with_overlay:
         written.append(out / f"{p.stem}.png")
     return written
 
+# %% ../nbs/12_predict.ipynb #f5ab6a68
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m imas_lab.predict", description="Label maps for a folder of images.")
     p.add_argument("checkpoint"); p.add_argument("images"); p.add_argument("out")

@@ -42,6 +42,7 @@ def arch_kwargs(cfg: Config) -> dict:
     "The settings of `cfg` that shape its model: `build_model`'s keyword arguments but `pretrained`."
     return {k: getattr(cfg, k) for k in ARCH_FIELDS}
 
+# %% ../nbs/10d_pretrain.ipynb #e361d227
 def pretext_dataset(root: str | Path = PRETEXT_ROOT, **kwargs) -> SegData:
     "The pretext task: toy-style drawings of `PRETEXT_CLASSES` from `PRETEXT_SEED`, drawn once under `root`."
     root = resolve_path(root)
@@ -59,6 +60,7 @@ def _labeled_batches(loaders):
     for epoch in itertools.count():
         loaders.set_epoch(epoch); yield from loaders.labeled
 
+# %% ../nbs/10d_pretrain.ipynb #cccf6af3
 def pretrain_encoder(cfg: Config, data: SegData, steps: int = PRETEXT_STEPS, device="cpu",
                      num_workers: int = 0) -> nn.Module:
     "The model of `cfg`'s architecture trained `steps` SGD steps on all labels of `data` (`PRETEXT_RECIPE`)."

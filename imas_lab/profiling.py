@@ -32,6 +32,7 @@ def sync_device(device):
     "Wait for the work queued on `device` (a GPU; nothing to wait for on a CPU)."
     if device.type == "cuda": torch.cuda.synchronize(device)
 
+# %% ../nbs/14_profile.ipynb #eea96ff0
 def timed(fn, device, steps: int, warmup: int = 1) -> float:
     "Seconds per call of `fn` over `steps` calls after `warmup` calls, the device synchronised around the timing."
     for _ in range(warmup): fn()
@@ -53,6 +54,7 @@ def random_batches(batch_size: int, size: int, num_classes: int, seed: int = 0, 
     if pin: bx, bu = ({k: v.pin_memory() for k, v in b.items()} for b in (bx, bu))
     return bx, bu
 
+# %% ../nbs/14_profile.ipynb #a7714e7a
 def repeat_batches(method: str, batch_x: dict, batch_u: dict):
     "The pair `(batch_x, batch_u)` forever, as `Step.train_iter` takes batches; no `batch_u` for `supervised`."
     return itertools.repeat((batch_x, batch_u if get_method(method).unlabeled else None))
@@ -67,6 +69,7 @@ def _scope_totals(prof, cuda: bool) -> dict:
     scopes = {**PROFILE_SCOPES, "steps": STEPS_SCOPE}
     return {name: total(events[scope]) for name, scope in scopes.items() if scope in events}
 
+# %% ../nbs/14_profile.ipynb #06e89c2e
 def _profiled(fn, device, calls: int):
     "The profile of `calls` calls of `fn` within `STEPS_SCOPE`, the device synchronised at the end."
     acts = [ProfilerActivity.CPU] + [ProfilerActivity.CUDA] * (device.type == "cuda")
@@ -76,11 +79,13 @@ def _profiled(fn, device, calls: int):
             sync_device(device)
     return prof
 
+# %% ../nbs/14_profile.ipynb #2a010e55
 def scope_seconds(fn, device, calls: int = 10) -> dict:
     "Seconds per call of `fn` in each of `PROFILE_SCOPES` that it enters, under the profiler."
     totals = _scope_totals(_profiled(fn, device, calls), device.type == "cuda")
     return {name: us / 1e6 / calls for name, us in totals.items() if name != "steps"}
 
+# %% ../nbs/14_profile.ipynb #14fef168
 def profile_step(step: Step, batches, steps: int = 3, row_limit: int = 20) -> tuple[str, dict]:
     "Profile `steps` iterations of `step` on `batches`: (operator table, {scope: share of the profiled time})."
     step.train_iter(batches)
@@ -98,6 +103,7 @@ def _site(stack) -> str:
     f = (ours or stack)[-1]
     return f"{Path(f.filename).name}:{f.lineno} {f.name}"
 
+# %% ../nbs/14_profile.ipynb #e342f70a
 def sync_sites(fn) -> list[str]:
     "Where `fn()` synchronises the host with the GPU: one `'file.py:line function'` per synchronising call."
     sites, cuda, inside, show = [], torch.cuda.is_available(), [False], warnings.showwarning
@@ -141,6 +147,7 @@ def _jpeg_sample(root: Path, size, noise: float, quality: int, seed: int, sid: s
     Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / "JPEGImages" / f"{sid}.jpg", quality=quality)
     Image.fromarray(mask[:size[0], :size[1]]).save(root / "SegmentationClass" / f"{sid}.png")
 
+# %% ../nbs/14_profile.ipynb #4b0d7166
 def jpeg_dataset(root, n: int = 64, size=(375, 500), noise: float = 12.0, quality: int = 95, seed: int = 0,
                  n_val: int = 2, workers: int = 1) -> Path:
     "A VOC-layout folder of `n` train and `n_val` val JPEGs of `size` (H, W) with masks, drawn by `workers` processes."
@@ -177,6 +184,7 @@ def bench_loader(root, preset: str = "voc", batches: int = 40, batch_size: int |
                 crop_size=cfg.crop_size, workers_per_loader=cfg.num_workers, mean_jpeg_kb=round(kb, 1),
                 cpus=os.cpu_count())
 
+# %% ../nbs/14_profile.ipynb #ce165de1
 def _epochs(dl):
     "Labeled and unlabeled batches of `dl`, epoch after epoch."
     for epoch in itertools.count():

@@ -23,6 +23,7 @@ def split_hash(ids) -> str:
     "A short hash of a list of ids (order-free): the same labeled images give the same hash."
     return hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest()[:12]
 
+# %% ../nbs/10e_records.ipynb #6a277f4d
 def git_commit(folder=None) -> str | None:
     "The commit of the checkout holding `folder` (default: the package), `+dirty` with uncommitted changes; else None."
     folder = Path(folder or Path(imas_lab.__file__).parent)

@@ -47,6 +47,7 @@ def _check(self: RunDir, resume: bool | str = False) -> bool:
                               f"to continue it, or choose another run_dir")
     return resume
 
+# %% ../nbs/10c_rundir.ipynb #cde519b8
 def _start(self: RunDir, cfg: Config):
     "Create the run dir and write `config.yaml`."
     self.path.mkdir(parents=True, exist_ok=True)
@@ -83,6 +84,7 @@ def acquire(self: RunLock) -> RunLock:
     f.flush(); self.file = f
     return self
 
+# %% ../nbs/10c_rundir.ipynb #33544d30
 @patch
 def release(self: RunLock):
     "Empty the lock file and unlock (a no-op when not held)."
@@ -93,6 +95,7 @@ def release(self: RunLock):
 def _append(path: Path, rows: pd.DataFrame):
     rows.to_csv(path, mode="a", header=not path.exists(), index=False)
 
+# %% ../nbs/10c_rundir.ipynb #29614c2a
 def _log_metrics(self: RunDir, row: dict):
     "Append one evaluation row, its keys the columns: in the file's order, a key the file lacks added at the end."
     new = pd.DataFrame([row])
@@ -103,10 +106,12 @@ def _log_metrics(self: RunDir, row: dict):
         new = new.reindex(columns=old)
     _append(self.metrics, new)
 
+# %% ../nbs/10c_rundir.ipynb #ab07a537
 def _log_hardness(self: RunDir, rows: pd.DataFrame):
     "Append per-instance hardness rows (columns: `HARDNESS_COLUMNS`)."
     if len(rows): _append(self.hardness, rows[HARDNESS_COLUMNS])
 
+# %% ../nbs/10c_rundir.ipynb #6c472ee4
 def _truncate(self: RunDir, it: int):
     "Drop log rows of iterations after `it`."
     for path in (self.metrics, self.hardness):
@@ -119,6 +124,7 @@ def _write_summary(self: RunDir, summary: dict):
     "Write `summary.json`."
     self.summary.write_text(json.dumps(summary, indent=1))
 
+# %% ../nbs/10c_rundir.ipynb #581b6213
 def _read(self: RunDir, parts=("metrics", "hardness", "summary")) -> dict:
     "`parts` of `{'metrics', 'hardness'}` DataFrames (empty when absent) and `'summary'` (a dict, or None)."
     table = lambda p, cols: lambda: pd.read_csv(p) if p.exists() else pd.DataFrame(columns=cols)

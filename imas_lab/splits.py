@@ -72,6 +72,7 @@ class Split:
         val = "dataset val" if self.val is None else f"{len(self.val)} val"
         return f"Split({len(self.labeled)} labeled, {len(self.unlabeled)} unlabeled, {val}, from {self.source})"
 
+# %% ../nbs/02a_splits.ipynb #46e27a86
 def read_split(folder: str | Path, data: SegData) -> Split:
     "Read `labeled.txt` (+ optional `unlabeled.txt`, `val.txt`) from `folder`, checking each id against `data`."
     folder = Path(folder)
@@ -86,6 +87,7 @@ def read_split(folder: str | Path, data: SegData) -> Split:
         val = read_ids(folder / "val.txt"); data.lookup(val, "val", f"in {folder / 'val.txt'}")
     return Split(labeled, unlabeled, val, str(folder))
 
+# %% ../nbs/02a_splits.ipynb #435af0a8
 def write_split(split: Split, run_dir: str | Path) -> Path:
     "Write `split`'s lists into `run_dir` (`labeled.txt`, `unlabeled.txt`, and `val.txt` when it names val ids)."
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
@@ -102,6 +104,7 @@ def published_fraction(n: int, n_train: int, kind: str) -> Fraction | None:
     if (kind, n_train) not in FRACTION_NAMED: return None
     return next((f for f, c in PUBLISHED_COUNTS[(kind, n_train)].items() if c == n), None)
 
+# %% ../nbs/02a_splits.ipynb #e97328a5
 def split_folder_names(n: int, fraction: Fraction | None, family: str) -> list[str]:
     "The folder names that hold split `n` (`fraction` of the train list) in `family`'s published layouts, in order."
     if family not in SPLIT_FAMILIES: raise ValueError(f"split_family={family!r} is not one of {SPLIT_FAMILIES}")

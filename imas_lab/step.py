@@ -29,6 +29,7 @@ class View(NamedTuple):
     ignore: torch.Tensor  # pixels left out of the loss (padding) [B,H,W]
     weight: torch.Tensor  # 0-dim weight of the view in the loss: 1, or whether its CutMix fired
 
+# %% ../nbs/09_step.ipynb #1f00e153
 class Views(NamedTuple):
     "The strong and the CutMix view of a weak-to-strong step, the per-instance loss weight and the hardness."
     strong: View
@@ -36,6 +37,7 @@ class Views(NamedTuple):
     instance_weight: torch.Tensor | None = None  # per-instance loss weight [B] (iMAS: easiness)
     hardness: HardnessParts | None = None        # iMAS only
 
+# %% ../nbs/09_step.ipynb #654ddd4d
 @torch.no_grad()
 def predict_eval(model: torch.nn.Module, img: torch.Tensor) -> torch.Tensor:
     "Logits of `model` in eval mode on `img` (its mode is restored afterwards)."
@@ -53,6 +55,7 @@ def strong_and_cutmix(img_u_s, mask_u, conf_u, pad_u, mix, **kw) -> Views:
     cutmix = View(img=mix.img, mask_u=mix.mask_u, conf_u=mix.conf_u, ignore=mix.extra[0], weight=mix.fired.float())
     return Views(strong=strong, cutmix=cutmix, **kw)
 
+# %% ../nbs/09_step.ipynb #0b05b9b3
 def fixmatch_views(teacher, img_u_w01, pad_u, generator, cutmix_p: float = 0.5) -> Views:
     "Steps 1, 3-6 of a FixMatch-style method: pseudo-labels, strong view, plain CutMix."
     img_u_w = normalize(img_u_w01)
@@ -82,15 +85,18 @@ def forward_split(wrapper, imgs: list[torch.Tensor], **kwargs) -> list[dict]:
     sizes = [len(i) for i in imgs]
     return [dict(zip(out, parts)) for parts in zip(*(o.split(sizes) for o in out.values()))]
 
+# %% ../nbs/09_step.ipynb #8e626f11
 def view_losses(outs: list[dict], views: list[View], tau: float, instance_weight: torch.Tensor | None = None) -> list:
     "Step 8 per view: the masked pseudo-label loss of each output in `outs` against its view."
     return [pseudo_label_loss(o["out"], v.mask_u, v.conf_u, tau, instance_weight, v.ignore) for o, v in zip(outs, views)]
 
+# %% ../nbs/09_step.ipynb #65cdffae
 def weighted_loss(losses: list[torch.Tensor], views: list[View]) -> torch.Tensor:
     "The views' `losses` averaged by the views' weights."
     w = torch.stack([v.weight for v in views])
     return (torch.stack(losses) * w).sum() / w.sum()
 
+# %% ../nbs/09_step.ipynb #f168e754
 def unlabeled_loss(outs: list[dict], views: list[View], tau: float, instance_weight: torch.Tensor | None = None):
     "Step 8: the masked pseudo-label loss of each output in `outs` against its view, averaged by the views' weights."
     return weighted_loss(view_losses(outs, views, tau, instance_weight), views)
@@ -108,11 +114,13 @@ def keep_bn_stats(model: nn.Module):
     finally:
         for m, mom in zip(bns, momenta): m.momentum = mom
 
+# %% ../nbs/09_step.ipynb #7df956ca
 def unlabeled_bn(wrapper, bn_stats: str = "joint"):
     "The context of forwards of unlabeled views alone: `keep_bn_stats` under `bn_stats='labeled'`, else none."
     if bn_stats not in BN_STATS: raise ValueError(f"bn_stats={bn_stats!r} is not one of {BN_STATS}")
     return keep_bn_stats(wrapper) if bn_stats == "labeled" else nullcontext()
 
+# %% ../nbs/09_step.ipynb #ac63103d
 def forward_views(wrapper, img_x: torch.Tensor, imgs_u: list[torch.Tensor], bn_stats: str = "joint",
                   **kwargs) -> list[dict]:
     "Step 6: outputs on `img_x` and each unlabeled view; `bn_stats`: 'joint' (one batch) or 'labeled' (`kwargs`: the views')."

@@ -21,6 +21,7 @@ def palette_png(mask: np.ndarray, path: Path):
     png.putpalette(voc_palette().flatten().tolist())
     png.save(path)
 
+# %% ../nbs/02c_testing.ipynb #748e3b78
 def voc_tree(root: Path, train=("a", "b", "c", "d"), val=("v1", "v2"), num_classes: int = 3, size=(12, 16),
               aug: bool = False, seed: int = 0) -> Path:
     "Write a tiny VOC-layout dataset (for tests); `aug` puts the train masks into SegmentationClassAug/."

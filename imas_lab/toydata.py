@@ -27,6 +27,7 @@ def _circle(n: int = 32) -> np.ndarray:
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     return np.stack([np.cos(t), np.sin(t)], 1)
 
+# %% ../nbs/01_toydata.ipynb #e397e26a
 def _unit_shape(rng: np.random.Generator, kind: str) -> list[tuple[np.ndarray, int]]:
     "Polygons `(points [n,2], fill)` of a shape `kind` (a toy or pretext class name, `'blob'` or `'bar'`) around 0."
     if kind == "ring": return [(_circle(), 1), (_circle() * rng.uniform(0.45, 0.7), 0)]
@@ -48,6 +49,7 @@ def _unit_shape(rng: np.random.Generator, kind: str) -> list[tuple[np.ndarray, i
         return [(np.array([[-1, -w], [1, -w], [1, w], [-1, w]]), 1)]
     raise ValueError(f"kind={kind!r}: expected one of {TOY_CLASSES[1:] + PRETEXT_CLASSES[1:]} or 'blob', 'bar'")
 
+# %% ../nbs/01_toydata.ipynb #bee71fbc
 def _place(polys, radius: float, aspect: float, angle: float, centre) -> list[tuple[np.ndarray, int]]:
     c, s = np.cos(angle), np.sin(angle)
     m = np.array([[1.0, 0.0], [0.0, aspect]]) @ np.array([[c, s], [-s, c]]) * radius
@@ -59,6 +61,7 @@ def _stamp(size: int, polys) -> np.ndarray:
     for pts, fill in polys: draw.polygon([tuple(p) for p in pts], fill=fill)
     return np.asarray(im, dtype=bool)
 
+# %% ../nbs/01_toydata.ipynb #51a77e64
 def _texture(rng: np.random.Generator, size: int, grid: int | None = None) -> np.ndarray:
     "A float `[size, size, 3]` colour field in [0, 255]: smooth colour noise, sometimes with stripes."
     g = int(grid or rng.integers(2, 6))
@@ -80,6 +83,7 @@ def _vivid(rng: np.random.Generator) -> np.ndarray:
     "A saturated RGB colour in [0, 255]: random hue, saturation 0.6-1, value 0.5-1."
     return 255 * np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.6, 1), rng.uniform(0.5, 1)))
 
+# %% ../nbs/01_toydata.ipynb #0cb19f5f
 def draw_toy_sample(rng: np.random.Generator, size: int = 64,
                     classes: tuple[str, ...] = TOY_CLASSES) -> tuple[np.ndarray, np.ndarray]:
     "One image `uint8 [size, size, 3]` and its class mask `uint8 [size, size]` (indices into `classes`)."
@@ -104,6 +108,7 @@ def _toy_params(seed: int, n_train: int, n_val: int, size: int, classes=TOY_CLAS
     return dict(generator="imas_lab.toydata", version=TOY_VERSION, seed=seed, n_train=n_train, n_val=n_val,
                 size=size, classes=list(classes))
 
+# %% ../nbs/01_toydata.ipynb #4e0d378e
 def _write_toy(root: Path, params: dict):
     "Draw the dataset described by `params` into the (new) folder `root`."
     for d in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"): (root / d).mkdir(parents=True)
@@ -119,6 +124,7 @@ def _write_toy(root: Path, params: dict):
         (root / "ImageSets/Segmentation" / f"{part}.txt").write_text("".join(f"{s}\n" for s in ids))
     (root / TOY_META).write_text(json.dumps(params, indent=1))
 
+# %% ../nbs/01_toydata.ipynb #5013a7c0
 def _read_meta(root: Path) -> dict | None:
     try: return json.loads((root / TOY_META).read_text())
     except (OSError, ValueError): return None
@@ -130,6 +136,7 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError: return True
     return True
 
+# %% ../nbs/01_toydata.ipynb #0fb7716c
 def _remove_orphans(root: Path):
     "Remove the temporary folders that processes which no longer run left beside `root`."
     for tmp in (*root.parent.glob(f".{root.name}.tmp-*"), *root.parent.glob(f".{root.name}.old-*")):
@@ -146,6 +153,7 @@ def _drawing(root: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
+# %% ../nbs/01_toydata.ipynb #7768886e
 def make_toy_dataset(root: str | Path = "data/toy", seed: int = 0, n_train: int = TOY_TRAIN, n_val: int = 300,
                      size: int = 32, force: bool = False, classes: tuple[str, ...] = TOY_CLASSES) -> Path:
     "Draw (or reuse) the embedded shapes dataset (of `classes`) in VOC layout under `root`; return `root` as a `Path`."

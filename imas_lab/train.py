@@ -47,6 +47,7 @@ LEGACY_LOG_SUMS = ("loss_x", "loss_u", "pl_ratio", "hardness", STEPS)  # the log
 class NonFiniteLoss(FloatingPointError):
     "The training loss became NaN or infinite."
 
+# %% ../nbs/11_train.ipynb #6042598a
 class Run:
     "Trains `cfg.method` on `cfg.dataset` (or on `data`, a `SegData`) with a `Step`, writing the run dir `cfg.run_dir`."
     def __init__(self, cfg: Config, data: SegData | None = None):
@@ -344,6 +345,7 @@ def run_config(dataset: str = "toy", data_root: str | None = None, split: str = 
 
 RUN_PARAMS = tuple(k for k, v in inspect.signature(run_config).parameters.items() if v.kind is not v.VAR_KEYWORD)
 
+# %% ../nbs/11_train.ipynb #83352a4c
 def train(*args, **params) -> dict:
     "Run one experiment with the settings `run_config(*args, **params)`; returns the summary."
     return Run(run_config(*args, **params)).fit()
@@ -361,6 +363,7 @@ def _flag_type(hint) -> type:
     "The type a flag converts to: `int` for `int | None`."
     return next(t for t in (typing.get_args(hint) or (hint,)) if t is not type(None))
 
+# %% ../nbs/11_train.ipynb #0dfca9ae
 def parser() -> argparse.ArgumentParser:
     "The command line of `imas-train`: a flag per parameter of `run_config`, and `--set`."
     p = argparse.ArgumentParser(prog="imas-train", description=f"Train a method ({', '.join(method_names())}).")
@@ -373,6 +376,7 @@ def parser() -> argparse.ArgumentParser:
     add_set_argument(p)
     return p
 
+# %% ../nbs/11_train.ipynb #f6316d26
 def main(argv: list[str] | None = None):
     "Entry point of `python -m imas_lab.train` and `imas-train`."
     args = vars(parser().parse_args(argv))

@@ -132,12 +132,14 @@ def weights(self: Step) -> dict:
     "The student's and the teacher's weights."
     return dict(student=self.model.state_dict(), teacher=self.teacher.state_dict())
 
+# %% ../nbs/10f_trainer.ipynb #32761409
 @patch
 def state_dict(self: Step) -> dict:
     "Iteration, weights, optimizer, scaler and this process's generator: what continues the step exactly."
     return dict(iter=self.it, **self.weights(), optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict(),
                 generator=self.generator.get_state().cpu())
 
+# %% ../nbs/10f_trainer.ipynb #fc90d88c
 @patch
 def load_state_dict(self: Step, state: dict):
     "Continue from `state` (what `state_dict` returned; further keys are ignored)."

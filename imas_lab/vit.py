@@ -49,6 +49,7 @@ DINOV2 = {
 VIT_BACKBONES = tuple(DINOV2)
 DINOV2_TINY = dict(depth=4, embed_dim=32, num_heads=2, features=16, widths=(8, 16, 32, 32))  # CPU tests only
 
+# %% ../nbs/06b_vit.ipynb #a708c9d7
 def _spec(name: str) -> ViTSpec:
     if name not in DINOV2: raise ValueError(f"backbone={name!r} is not one of {VIT_BACKBONES}")
     return DINOV2[name]
@@ -58,6 +59,7 @@ def default_taps(depth: int) -> tuple[int, ...]:
     "Four evenly spaced blocks ending at the last: (2, 5, 8, 11) for depth 12, (0, 1, 2, 3) for depth 4."
     return tuple(round(depth * (i + 1) / 4) - 1 for i in range(4))
 
+# %% ../nbs/06b_vit.ipynb #f92e24e9
 def check_taps(taps, depth: int) -> tuple[int, ...]:
     "`taps` as a tuple, if they are 4 increasing block indices ending at the last block (`depth - 1`)."
     taps = tuple(int(t) for t in taps)
@@ -66,6 +68,7 @@ def check_taps(taps, depth: int) -> tuple[int, ...]:
                          f"(blocks after the last tap would get no gradient)")
     return taps
 
+# %% ../nbs/06b_vit.ipynb #661fcfef
 def dinov2_encoder(name: str = "dinov2_s", img_size: int = 518, **overrides) -> VisionTransformer:
     "timm's DINOv2 ViT `name`, randomly initialised (never downloads), position embeddings for `img_size`."
     spec = _spec(name)
@@ -75,6 +78,7 @@ def dinov2_encoder(name: str = "dinov2_s", img_size: int = 518, **overrides) -> 
     return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, img_size=img_size,
                              dynamic_img_size=True, **overrides)
 
+# %% ../nbs/06b_vit.ipynb #ebf7690c
 def vit_feature_maps(vit: VisionTransformer, x: torch.Tensor, taps: tuple[int, ...]) -> list[torch.Tensor]:
     "The normalised tokens after blocks `taps` as maps `[B, C, H/14, W/14]` (H and W multiples of 14)."
     return vit.forward_intermediates(x, indices=list(taps), norm=True, stop_early=True, intermediates_only=True)
@@ -88,6 +92,7 @@ class ResidualConvUnit(nn.Module):
 
     def forward(self, x): return x + self.conv2(F.relu(self.conv1(F.relu(x))))
 
+# %% ../nbs/06b_vit.ipynb #17c850d9
 class FusionBlock(nn.Module):
     "Add the refined `skip` to `x`, refine, upsample to `size` (2x when None), 1x1 conv."
     def __init__(self, c: int):
@@ -102,10 +107,12 @@ class FusionBlock(nn.Module):
 
 DPT_SCALES = (4, 2, 1, 0.5)  # resampling of the 4 tapped maps: strides 3.5, 7, 14, 28
 
+# %% ../nbs/06b_vit.ipynb #87d8ca97
 def _resample(c: int, scale: float) -> nn.Module:
     if scale > 1: return nn.ConvTranspose2d(c, c, int(scale), stride=int(scale))
     return nn.Identity() if scale == 1 else nn.Conv2d(c, c, 3, stride=2, padding=1)
 
+# %% ../nbs/06b_vit.ipynb #4cfff29e
 class DPTHead(nn.Module):
     "Four token maps `[B, embed_dim, h, w]` -> logits `[B, num_classes, 8h, 8w]`: reassemble, fuse top-down, predict."
     def __init__(self, embed_dim: int, num_classes: int, features: int = 64,
@@ -173,6 +180,7 @@ def to_timm_keys(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     ignored = [k for k in sd if k == "mask_token" or k.startswith("head.")]
     return {re.sub(r"^blocks\.\d+\.(\d+)\.", r"blocks.\1.", k): v for k, v in sd.items() if k not in ignored}, ignored
 
+# %% ../nbs/06b_vit.ipynb #1d85fa99
 def _fit_pos_embed(sd: dict, vit: VisionTransformer) -> dict:
     pe, own = sd.get("pos_embed"), vit.pos_embed
     if pe is None or pe.shape == own.shape or pe.ndim != 3 or pe.shape[-1] != own.shape[-1]: return sd
@@ -181,6 +189,7 @@ def _fit_pos_embed(sd: dict, vit: VisionTransformer) -> dict:
     grid = list(vit.patch_embed.grid_size)
     return {**sd, "pos_embed": resample_abs_pos_embed(pe, grid, [g, g], vit.num_prefix_tokens)}
 
+# %% ../nbs/06b_vit.ipynb #ea7ceb83
 def _width_hint(sd: dict, name: str) -> str:
     width = sd["cls_token"].shape[-1] if "cls_token" in sd else None
     names = [n for n, s in DINOV2.items() if s.embed_dim == width]
@@ -197,6 +206,7 @@ def load_dinov2(model: nn.Module, path: str | os.PathLike) -> BackboneLoad:
     sd = _fit_pos_embed(sd, vit)
     return load_into(vit, sd, path, name, ignored, _width_hint(sd, name))
 
+# %% ../nbs/06b_vit.ipynb #42fa5b51
 def dinov2_checkpoint(backbone: str) -> Path:
     "The official DINOv2 weights of `backbone` in the local torch hub cache (`dinov2_vits14_pretrain.pth`, ...)."
     path = Path(torch.hub.get_dir()) / "checkpoints" / _spec(backbone).hub_file
@@ -230,6 +240,7 @@ def vit_layer_id(name: str, depth: int) -> int:
     if name.startswith("blocks."): return int(name.split(".")[1]) + 1
     return depth + 1
 
+# %% ../nbs/06b_vit.ipynb #384cf200
 def layer_decay_groups(model: nn.Module, lr: float, head_lr_mult: float = 10.0, weight_decay: float = 1e-4,
                        layer_decay: float = 1.0) -> list[dict]:
     "`param_groups` with layer-wise lr decay: encoder layer `l` at `lr * layer_decay ** (depth + 1 - l)`."

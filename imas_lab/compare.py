@@ -196,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
     for q in (t, s):
         q.add_argument("--csv", help="also write every run's row to this CSV file")
         q.add_argument("--plot", help="also save the runs' learning curves (`plot_runs`) to this image file")
-        q.add_argument("--value", default="final_miou", help="the summary value the Markdown table shows")
+        q.add_argument("--value", default="final_miou", help="the summary value the Markdown table shows (with its best beside it where runs record one)")
         q.add_argument("--paired", type=_csv_list(str), default=[], metavar="A-B,...",
                        help="also print the per-seed differences of method A minus method B")
         q.add_argument("--per_class", action="store_true", help="also print the mean per-class IoU of each setting")
@@ -210,7 +210,8 @@ def main(argv: list[str] | None = None):
              sweep(a.splits, a.methods, a.seeds, a.runs_root, a.dataset, a.notebook, **dict(a.params)))
     if a.csv: table.to_csv(a.csv, index=False)
     if a.plot: fig = plot_runs(table); fig.savefig(a.plot, dpi=120, bbox_inches="tight"); plt.close(fig)
-    print(markdown_table(table, a.value), "", frame_markdown(table[RUN_VIEW]), sep="\n")
+    best = a.value.replace("final_", "best_", 1)                      # final_miou_student: best_miou_student beside it
+    print(markdown_table(table, a.value, best=best if best in table and table[best].notna().all() else None), "", frame_markdown(table[RUN_VIEW]), sep="\n")
     for pair in a.paired: print("", frame_markdown(paired_diff(table, *pair.split("-"), value=a.value)), sep="\n")
     if a.per_class: print("", frame_markdown(per_class_iou(table)), sep="\n")
 

@@ -107,30 +107,6 @@ def test_readme_voila_command(checkout, browser, tmp_path):
     assert shot.stat().st_size > 50_000
 
 
-def test_voila_on_a_camvid_run(camvid_run, browser, tmp_path):
-    "The dashboards on photographs: Voila serves a small CamVid run; no foreground figures (CamVid has no background)."
-    pytest.importorskip("voila")
-    ck = tmp_path / "checkout"
-    (ck / "nbs").mkdir(parents=True)
-    shutil.copy(ROOT / "settings.ini", ck); shutil.copy(ROOT / "nbs" / "dashboards.ipynb", ck / "nbs")
-    log, shot = tmp_path / "voila.log", tmp_path / "camvid.png"
-    cmd = f"env IMAS_LAB_RUN_DIR={camvid_run} voila nbs/dashboards.ipynb --no-browser --port={{port}} --Voila.ip=127.0.0.1"
-    with serve(cmd, ck, log) as port:
-        page = browser.new_page(viewport={"width": 1400, "height": 3400})
-        page.goto(f"http://127.0.0.1:{port}/", timeout=120_000, wait_until="commit")
-        check(page, "document.body && document.body.innerText.includes('unlabeled images:') && "
-                    f"document.querySelectorAll('{IMAGES}').length >= 5", "the three dashboards", shot, log)
-        body = page.inner_text("body")
-        for text in ("Hardness", "Augmentation explorer", "Pseudo-labels", str(camvid_run)): assert text in body
-        assert "foreground" not in body and "Loading widget" not in body
-        caption = page.locator("text=unlabeled images:").inner_text()
-        handle = page.locator(".widget-slider .noUi-handle").last           # the pseudo-labels' tau
-        handle.focus(); handle.press("Home")                                # tau 0 keeps every pixel
-        check(page, "document.body && document.body.innerText.includes('unlabeled images: kept 100.0%')", "a recount at tau 0",
-              shot, log, 120_000)
-        assert page.locator("text=unlabeled images:").inner_text() != caption
-
-
 STARTED = "Array.from(document.querySelectorAll('.jp-InputPrompt')).some(e => /\\[(\\*|\\d+)\\]/.test(e.innerText))"
 
 

@@ -122,8 +122,11 @@ def _cell(r: pd.Series) -> str:
     return f"{r['mean']:.1f} ± {0 if pd.isna(r['std']) else r['std']:.1f}"
 
 # %% ../nbs/13_compare.ipynb #15156c65
-def markdown_table(table: pd.DataFrame, value: str = "final_miou", methods=None, best: str | None = "best_miou") -> str:
+def markdown_table(table: pd.DataFrame, value: str = "final_miou", methods=None, best: str | None = "auto") -> str:
     "Markdown: a row per dataset and split (with its eval protocol), a column per method, `mean ± std` of `value` (/ `best`) over seeds."
+    if best == "auto":  # final_miou -> best_miou, final_miou_student -> best_miou_student, where every run records it
+        best = value.replace("final_", "best_", 1)
+        best = best if best in table and table[best].notna().all() else None
     s, b = summarize(table, value), summarize(table, best) if best else None
     methods = list(methods or _method_order(s["method"]))
     protocols = table.groupby(["dataset", "split"], sort=False)["eval_protocol"].agg(lambda p: ", ".join(sorted(set(p.dropna()))) or "-")
@@ -210,8 +213,7 @@ def main(argv: list[str] | None = None):
              sweep(a.splits, a.methods, a.seeds, a.runs_root, a.dataset, a.notebook, **dict(a.params)))
     if a.csv: table.to_csv(a.csv, index=False)
     if a.plot: fig = plot_runs(table); fig.savefig(a.plot, dpi=120, bbox_inches="tight"); plt.close(fig)
-    best = a.value.replace("final_", "best_", 1)                      # final_miou_student: best_miou_student beside it
-    print(markdown_table(table, a.value, best=best if best in table and table[best].notna().all() else None), "", frame_markdown(table[RUN_VIEW]), sep="\n")
+    print(markdown_table(table, a.value), "", frame_markdown(table[RUN_VIEW]), sep="\n")
     for pair in a.paired: print("", frame_markdown(paired_diff(table, *pair.split("-"), value=a.value)), sep="\n")
     if a.per_class: print("", frame_markdown(per_class_iou(table)), sep="\n")
 
